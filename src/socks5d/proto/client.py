@@ -1,0 +1,129 @@
+"""The client side of the handshake as a state machine (no I/O).
+
+    conn = ClientConnection()
+    writer.write(conn.send(Greeting((AuthMethod.NO_AUTHENTICATION_REQUIRED,))))
+    conn.receive_data(await reader.read(512))
+    event = conn.next_event()            # MethodSelected, AuthResult, CommandReply, ... NEED_DATA
+"""
+
+from __future__ import annotations
+
+from socks5d.errors import ProtocolError
+from socks5d.proto.connection import Connection, State, plain
+from socks5d.proto.constants import AuthMethod, Command, Reply, Socks4Reply
+from socks5d.proto.events import (
+    AuthResult,
+    CommandReply,
+    CommandRequest,
+    Event,
+    Greeting,
+    GssapiToken,
+    MethodSelected,
+    Socks4Request,
+    Socks4Response,
+    UserPassAuth,
+)
+from socks5d.proto.gssapi import decode_gssapi, encode_gssapi
+from socks5d.proto.rfc1928 import (
+    decode_method_selected,
+    decode_reply,
+    encode_greeting,
+    encode_request,
+)
+from socks5d.proto.rfc1929 import decode_auth_result, encode_userpass
+from socks5d.proto.socks4 import decode_socks4_response, encode_socks4_request
+
+_STATE_AFTER_METHOD = {
+    AuthMethod.NO_AUTHENTICATION_REQUIRED: State.REQUEST,
+    AuthMethod.USERNAME_PASSWORD: State.USERPASS,
+    AuthMethod.GSSAPI: State.GSSAPI,
+    # RFC 1928 §3: "If the selected METHOD is X'FF', none of the methods listed by the client
+    # are acceptable, and the client MUST close the connection."
+    AuthMethod.NO_ACCEPTABLE_METHODS: State.CLOSED,
+}
+
+
+def _after_method(connection: ClientConnection, message: MethodSelected) -> State:
+    offered = connection.greeting.methods if connection.greeting else ()
+    if message.acceptable and message.method not in offered:
+        raise ProtocolError(f"server chose method {message.method:#04x}, which was not offered")
+    try:
+        return _STATE_AFTER_METHOD[AuthMethod(message.method)]
+    except ValueError:
+        raise ProtocolError(f"server chose unknown method {message.method:#04x}") from None
+
+
+def _after_auth_result(_connection: ClientConnection, message: AuthResult) -> State:
+    return State.REQUEST if message.success else State.CLOSED
+
+
+def _after_reply(connection: ClientConnection, message: CommandReply) -> State:
+    if message.reply != Reply.SUCCEEDED:
+        return State.CLOSED
+    request = connection.request
+    if connection.state is State.REPLY and request is not None and request.command == Command.BIND:
+        return State.SECOND_REPLY
+    return State.ESTABLISHED
+
+
+def _after_socks4_reply(connection: ClientConnection, message: Socks4Response) -> State:
+    if message.status != Socks4Reply.GRANTED:
+        return State.CLOSED
+    request = connection.request
+    if (
+        connection.state is State.SOCKS4_REPLY
+        and request is not None
+        and request.command == Command.BIND
+    ):
+        return State.SOCKS4_SECOND_REPLY
+    return State.ESTABLISHED
+
+
+class ClientConnection(Connection):
+    """The client's view of one SOCKS connection."""
+
+    decoders = {
+        State.METHOD: plain(decode_method_selected),
+        State.USERPASS_STATUS: plain(decode_auth_result),
+        State.GSSAPI: plain(decode_gssapi),
+        State.REPLY: plain(decode_reply),
+        State.SECOND_REPLY: plain(decode_reply),
+        State.SOCKS4_REPLY: plain(decode_socks4_response),
+        State.SOCKS4_SECOND_REPLY: plain(decode_socks4_response),
+    }
+    received = {
+        (State.METHOD, MethodSelected): _after_method,
+        (State.USERPASS_STATUS, AuthResult): _after_auth_result,
+        (State.GSSAPI, GssapiToken): State.GSSAPI,
+        (State.REPLY, CommandReply): _after_reply,
+        (State.SECOND_REPLY, CommandReply): _after_reply,
+        (State.SOCKS4_REPLY, Socks4Response): _after_socks4_reply,
+        (State.SOCKS4_SECOND_REPLY, Socks4Response): _after_socks4_reply,
+    }
+    sent = {
+        (State.GREETING, Greeting): State.METHOD,
+        (State.GREETING, Socks4Request): State.SOCKS4_REPLY,
+        (State.USERPASS, UserPassAuth): State.USERPASS_STATUS,
+        (State.GSSAPI, GssapiToken): State.GSSAPI,
+        (State.REQUEST, CommandRequest): State.REPLY,
+    }
+    encoders = {
+        Greeting: encode_greeting,
+        Socks4Request: encode_socks4_request,
+        UserPassAuth: encode_userpass,
+        GssapiToken: encode_gssapi,
+        CommandRequest: encode_request,
+    }
+
+    def __init__(self, max_buffer: int = 0x10000 + 4) -> None:
+        super().__init__(max_buffer)
+        self.greeting: Greeting | None = None
+        self.request: CommandRequest | Socks4Request | None = None
+
+    def send(self, message: Event) -> bytes:
+        data = super().send(message)
+        if isinstance(message, Greeting):
+            self.greeting = message
+        elif isinstance(message, CommandRequest | Socks4Request):
+            self.request = message
+        return data
