@@ -57,6 +57,9 @@ class Connection:
     sent: Mapping[tuple[State, type], Transition] = {}
     #: message type -> encoder
     encoders: Mapping[type, Callable[[Any], bytes]] = {}
+    #: state -> state to enter when the peer's message in it is malformed but still deserves
+    #: an answer (a bad request gets a reply with the error's REP); absent states go to ERROR
+    answerable_errors: Mapping[State, State] = {}
 
     def __init__(self, max_buffer: int = 0x10000 + 4) -> None:
         self.state = State.GREETING
@@ -86,7 +89,7 @@ class Connection:
                 return ConnectionClosed(len(self._buffer))
             self.state = self._follow(self.received, event, ProtocolError)
         except ProtocolError:
-            self.state = State.ERROR
+            self.state = self.answerable_errors.get(self.state, State.ERROR)
             raise
         self._received(event)
         return event

@@ -70,7 +70,9 @@ def _after_reply(connection: ServerConnection, message: CommandReply) -> State:
     if message.reply != Reply.SUCCEEDED:
         return State.CLOSED
     request = connection.request
-    if connection.state is State.REPLY and request is not None and request.command == Command.BIND:
+    if request is None:
+        raise LocalProtocolError("success reply to a request that could not be read")
+    if connection.state is State.REPLY and request.command == Command.BIND:
         return State.SECOND_REPLY  # §6: "two replies are sent from the SOCKS server"
     return State.ESTABLISHED
 
@@ -132,6 +134,9 @@ class ServerConnection(Connection):
         (State.SOCKS4_REPLY, Socks4Response): _after_socks4_reply,
         (State.SOCKS4_SECOND_REPLY, Socks4Response): _after_socks4_reply,
     }
+    # RFC 1928 §6 has a REP for a bad CMD (X'07') and ATYP (X'08'): a malformed request is
+    # answered with a reply, then the connection closes.
+    answerable_errors = {State.REQUEST: State.REPLY}
     encoders = {
         MethodSelected: encode_method_selected,
         AuthResult: encode_auth_result,

@@ -1,0 +1,82 @@
+"""Log output: one access-log line per session, and text or JSON formatting for every line.
+
+Structured fields ride on a record as `extra={"fields": {...}}`; the formatters print them after
+the message (`key=value`) or merge them into the JSON object. The access record of a session
+goes to the `socks5d.access` logger with the fields of `ACCESS_FIELDS`, in that order.
+Nothing here ever sees a password.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+ACCESS_LOGGER = "socks5d.access"
+
+#: The fields of an access record, in the order the text format prints them.
+ACCESS_FIELDS = (
+    "client",
+    "listener",
+    "user",
+    "command",
+    "destination",
+    "reply",
+    "bytes_up",
+    "bytes_down",
+    "duration",
+    "outcome",
+)
+
+
+def _text_value(value: Any) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    if any(c.isspace() for c in text) or '"' in text:
+        return json.dumps(text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-25T12:00:00.123Z INFO socks5d.access session client=... reply=succeeded ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name} "
+        line += record.getMessage()
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += "".join(f" {key}={_text_value(value)}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the access fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
+
+def configure_logging(log_format: str, level: str = "info") -> None:
+    """Send every socks5d log line to stderr in `log_format` ("text" or "json")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger("socks5d")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

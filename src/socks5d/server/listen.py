@@ -1,0 +1,142 @@
+"""The server: listening sockets, the accept loops, and the set of live sessions.
+
+    server = Server(config)
+    await server.start()          # binds every listen address
+    ...
+    await server.close()          # stops accepting, ends every session, frees every socket
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+
+from socks5d.config import ListenAddress, ServerConfig
+from socks5d.proto.constants import AuthMethod
+from socks5d.server.auth import Authenticator
+from socks5d.server.relay import RelayEngine, select_engine
+from socks5d.server.session import Session, format_peer
+from socks5d.users import UserDatabase
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 1024
+#: accept() errors that mean "out of descriptors or memory": back off and retry, never stop.
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: The longest pause of the accept loop after running out of descriptors.
+MAX_ACCEPT_BACKOFF = 1.0
+
+
+def _bind(address: ListenAddress) -> socket.socket:
+    infos = socket.getaddrinfo(
+        address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Server:
+    """A SOCKS server for one `ServerConfig`.
+
+    Args:
+        config: validated configuration.
+        users: the user database; loaded from `config.users_file` when not given.
+        relay_engine: the relay engine; `select_engine()` when not given.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        users: UserDatabase | None = None,
+        relay_engine: RelayEngine | None = None,
+    ) -> None:
+        self.config = config
+        if users is None and config.users_file is not None:
+            users = UserDatabase.load(config.users_file)
+        if AuthMethod.USERNAME_PASSWORD in config.auth and users is None:
+            raise ValueError("username/password authentication needs a user database")
+        self.authenticator = Authenticator(users)
+        self.relay_engine = relay_engine or select_engine()
+        self._listeners: list[socket.socket] = []
+        self._accept_tasks: list[asyncio.Task[None]] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) each listener is bound to (real ports when 0 was asked)."""
+        return [sock.getsockname()[:2] for sock in self._listeners]
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions being served now."""
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        """Bind every listen address and start accepting."""
+        try:
+            for address in self.config.listen:
+                self._listeners.append(_bind(address))
+        except BaseException:
+            for sock in self._listeners:
+                sock.close()
+            self._listeners.clear()
+            raise
+        for sock in self._listeners:
+            name = format_peer(sock.getsockname())
+            log.info("listening on %s", name, extra={"fields": {"listener": name}})
+            self._accept_tasks.append(asyncio.create_task(self._accept_loop(sock, name)))
+
+    async def _accept_loop(self, listener: socket.socket, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.0
+        while True:
+            try:
+                client, peer = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRORS:
+                    backoff = min(MAX_ACCEPT_BACKOFF, backoff * 2 or 0.01)
+                    log.warning("accept on %s: %s; retrying in %.2fs", name, exc, backoff)
+                    await asyncio.sleep(backoff)
+                else:
+                    log.warning("accept on %s: %s", name, exc)
+                continue
+            backoff = 0.0
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(Session(self, client, peer, name).run())
+            self._sessions.add(task)
+            task.add_done_callback(self._sessions.discard)
+
+    async def close(self) -> None:
+        """Stop accepting, end every session and close every socket."""
+        for task in self._accept_tasks:
+            task.cancel()
+        await asyncio.gather(*self._accept_tasks, return_exceptions=True)
+        self._accept_tasks.clear()
+        for sock in self._listeners:
+            sock.close()
+        self._listeners.clear()
+        sessions = list(self._sessions)
+        for task in sessions:
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
