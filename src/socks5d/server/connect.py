@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from socks5d.errors import (
     ConnectionRefused,
@@ -35,18 +35,26 @@ _ERROR_RANK: dict[type[Socks5Error], int] = {
 }
 
 
-async def resolve(destination: Address) -> list[Target]:
+#: Resolves a domain name and port to the addresses to try (may raise `socket.gaierror`).
+Resolver = Callable[[DomainName, int], Awaitable[list[Target]]]
+
+
+async def system_resolver(name: DomainName, port: int) -> list[Target]:
+    """The system's resolver (`getaddrinfo`), run off the event loop by asyncio."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        str(name), port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [(family, address) for family, _, _, _, address in infos]
+
+
+async def resolve(destination: Address, resolver: Resolver = system_resolver) -> list[Target]:
     """The socket addresses to try for `destination`, families interleaved."""
     host = destination.host
-    if not isinstance(host, DomainName):
-        if isinstance(host, ipaddress.IPv6Address):
-            return [(socket.AF_INET6, (str(host), destination.port, 0, 0))]
-        return [(socket.AF_INET, (str(host), destination.port))]
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
-        str(host), destination.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    return interleave([(family, address) for family, _, _, _, address in infos])
+    if isinstance(host, DomainName):
+        return interleave(await resolver(host, destination.port))
+    if isinstance(host, ipaddress.IPv6Address):
+        return [(socket.AF_INET6, (str(host), destination.port, 0, 0))]
+    return [(socket.AF_INET, (str(host), destination.port))]
 
 
 def interleave(targets: Sequence[Target]) -> list[Target]:
@@ -113,7 +121,9 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
     raise min(errors, key=lambda error: _ERROR_RANK.get(type(error), len(_ERROR_RANK)))
 
 
-async def open_outbound(destination: Address, timeout: float) -> socket.socket:
+async def open_outbound(
+    destination: Address, timeout: float, resolver: Resolver = system_resolver
+) -> socket.socket:
     """Resolve `destination` and connect to it within `timeout` seconds.
 
     Raises:
@@ -121,7 +131,7 @@ async def open_outbound(destination: Address, timeout: float) -> socket.socket:
     """
     try:
         async with asyncio.timeout(timeout):
-            return await connect_first(await resolve(destination))
+            return await connect_first(await resolve(destination, resolver))
     except Socks5Error:
         raise
     except (OSError, TimeoutError) as exc:

@@ -16,6 +16,7 @@ import socket
 from socks5d.config import ListenAddress, ServerConfig
 from socks5d.proto.constants import AuthMethod
 from socks5d.server.auth import Authenticator
+from socks5d.server.connect import Resolver, system_resolver
 from socks5d.server.relay import RelayEngine, select_engine
 from socks5d.server.session import Session, format_peer
 from socks5d.users import UserDatabase
@@ -55,6 +56,7 @@ class Server:
         config: validated configuration.
         users: the user database; loaded from `config.users_file` when not given.
         relay_engine: the relay engine; `select_engine()` when not given.
+        resolver: resolves domain-name destinations; the system's resolver when not given.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Server:
         config: ServerConfig,
         users: UserDatabase | None = None,
         relay_engine: RelayEngine | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.config = config
         if users is None and config.users_file is not None:
@@ -70,6 +73,7 @@ class Server:
             raise ValueError("username/password authentication needs a user database")
         self.authenticator = Authenticator(users)
         self.relay_engine = relay_engine or select_engine()
+        self.resolver = resolver
         self._listeners: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._sessions: set[asyncio.Task[None]] = set()

@@ -35,6 +35,20 @@ def format_peer(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _discard_unread(sock: socket.socket) -> None:
+    """Read away what the client sent and nobody will read, so that close() sends FIN.
+
+    Closing a socket with unread received data makes the kernel send RST, and an RST can
+    destroy a reply the client has not read yet (a failure reply, or the tail of a tunnel).
+    """
+    try:
+        for _ in range(16):  # bounded: a client that keeps sending gets its RST
+            if not sock.recv(HANDSHAKE_READ_SIZE):
+                break
+    except OSError:
+        pass  # EAGAIN: nothing more buffered; or the connection is already gone
+
+
 class Session:
     """Serves one accepted client socket from greeting to close."""
 
@@ -77,6 +91,7 @@ class Session:
         finally:
             if upstream is not None:
                 upstream.close()
+            _discard_unread(self.client)
             self.client.close()
             self.record["duration"] = round(time.monotonic() - self.started, 6)
             access_log.info("session", extra={"fields": self.record})
@@ -126,7 +141,7 @@ class Session:
             if request.command != Command.CONNECT:
                 raise CommandNotSupported(f"{request.command.name} is not supported")
             upstream = await open_outbound(
-                request.destination, self.server.config.timeouts.connect
+                request.destination, self.server.config.timeouts.connect, self.server.resolver
             )
         except Socks5Error as exc:
             self.record["reply"] = exc.reply.name.lower()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Debian packages and the Python test extras), then run
+# pytest. Extra arguments go to pytest: scripts/test.sh tests/proto -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  curl            # curl --socks5 / --socks5-hostname
+  ncat            # ncat --proxy-type socks5
+  proxychains4    # proxychains4 running curl
+  dante-client    # Dante's socksify
+  dante-server    # Dante's sockd (client interop, later issues)
+  microsocks      # a second third-party server (client interop, later issues)
+  iproute2        # ip netns: private networks for reply-code tests
+)
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+exec python3 -m pytest "$@"
