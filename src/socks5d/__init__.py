@@ -2,7 +2,6 @@
 
 # proto first: errors.py needs proto.constants, and proto needs errors.
 from socks5d import proto
-
 from socks5d.errors import (
     AddressTypeNotSupported,
     AuthFailed,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Union
 
 from socks5d.errors import AddressTypeNotSupported, LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor
@@ -21,7 +20,7 @@ class DomainName(str):
     __slots__ = ()
 
 
-Host = Union[ipaddress.IPv4Address, ipaddress.IPv6Address, DomainName]
+Host = ipaddress.IPv4Address | ipaddress.IPv6Address | DomainName
 
 #: RFC 1928 §5: "the first octet of the address field contains the number of octets of name
 #: that follow" - so a name is at most 255 octets.

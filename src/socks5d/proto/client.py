@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
 from socks5d.errors import ProtocolError
-from socks5d.proto.connection import Connection, State, plain
+from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
 from socks5d.proto.constants import AuthMethod, Command, Reply, Socks4Reply
 from socks5d.proto.events import (
     AuthResult,
@@ -82,7 +85,7 @@ def _after_socks4_reply(connection: ClientConnection, message: Socks4Response) -
 class ClientConnection(Connection):
     """The client's view of one SOCKS connection."""
 
-    decoders = {
+    decoders: ClassVar[Mapping[State, Decoder]] = {
         State.METHOD: plain(decode_method_selected),
         State.USERPASS_STATUS: plain(decode_auth_result),
         State.GSSAPI: plain(decode_gssapi),
@@ -91,7 +94,7 @@ class ClientConnection(Connection):
         State.SOCKS4_REPLY: plain(decode_socks4_response),
         State.SOCKS4_SECOND_REPLY: plain(decode_socks4_response),
     }
-    received = {
+    received: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.METHOD, MethodSelected): _after_method,
         (State.USERPASS_STATUS, AuthResult): _after_auth_result,
         (State.GSSAPI, GssapiToken): State.GSSAPI,
@@ -100,14 +103,14 @@ class ClientConnection(Connection):
         (State.SOCKS4_REPLY, Socks4Response): _after_socks4_reply,
         (State.SOCKS4_SECOND_REPLY, Socks4Response): _after_socks4_reply,
     }
-    sent = {
+    sent: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.GREETING, Greeting): State.METHOD,
         (State.GREETING, Socks4Request): State.SOCKS4_REPLY,
         (State.USERPASS, UserPassAuth): State.USERPASS_STATUS,
         (State.GSSAPI, GssapiToken): State.GSSAPI,
         (State.REQUEST, CommandRequest): State.REPLY,
     }
-    encoders = {
+    encoders: ClassVar[Mapping[type, Callable[[Any], bytes]]] = {
         Greeting: encode_greeting,
         Socks4Request: encode_socks4_request,
         UserPassAuth: encode_userpass,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import Enum, auto
-from typing import Any
+from typing import Any, ClassVar
 
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor, ReceiveBuffer
@@ -50,16 +50,16 @@ class Connection:
     """Common driver; see `ServerConnection` and `ClientConnection`."""
 
     #: state -> decoder of the message the peer sends in it
-    decoders: Mapping[State, Decoder] = {}
+    decoders: ClassVar[Mapping[State, Decoder]] = {}
     #: (state, message type) -> next state, for messages we receive
-    received: Mapping[tuple[State, type], Transition] = {}
+    received: ClassVar[Mapping[tuple[State, type], Transition]] = {}
     #: (state, message type) -> next state, for messages we send
-    sent: Mapping[tuple[State, type], Transition] = {}
+    sent: ClassVar[Mapping[tuple[State, type], Transition]] = {}
     #: message type -> encoder
-    encoders: Mapping[type, Callable[[Any], bytes]] = {}
+    encoders: ClassVar[Mapping[type, Callable[[Any], bytes]]] = {}
     #: state -> state to enter when the peer's message in it is malformed but still deserves
     #: an answer (a bad request gets a reply with the error's REP); absent states go to ERROR
-    answerable_errors: Mapping[State, State] = {}
+    answerable_errors: ClassVar[Mapping[State, State]] = {}
 
     def __init__(self, max_buffer: int = 0x10000 + 4) -> None:
         self.state = State.GREETING

@@ -10,9 +10,12 @@ Policy (which method, which user, which destination) is the caller's; this only 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.connection import Connection, State, plain
+from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
 from socks5d.proto.constants import (
     SOCKS4_VERSION,
     SOCKS5_VERSION,
@@ -112,20 +115,20 @@ class ServerConnection(Connection):
         max_buffer: most bytes held for one incomplete message.
     """
 
-    decoders = {
+    decoders: ClassVar[Mapping[State, Decoder]] = {
         State.GREETING: _decode_first,
         State.USERPASS: plain(decode_userpass),
         State.GSSAPI: plain(decode_gssapi),
         State.REQUEST: plain(decode_request),
     }
-    received = {
+    received: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.GREETING, Greeting): State.METHOD,
         (State.GREETING, Socks4Request): State.SOCKS4_REPLY,
         (State.USERPASS, UserPassAuth): State.USERPASS_STATUS,
         (State.GSSAPI, GssapiToken): State.GSSAPI,
         (State.REQUEST, CommandRequest): State.REPLY,
     }
-    sent = {
+    sent: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.METHOD, MethodSelected): _after_method,
         (State.USERPASS_STATUS, AuthResult): _after_auth_result,
         (State.GSSAPI, GssapiToken): State.GSSAPI,
@@ -136,8 +139,8 @@ class ServerConnection(Connection):
     }
     # RFC 1928 §6 has a REP for a bad CMD (X'07') and ATYP (X'08'): a malformed request is
     # answered with a reply, then the connection closes.
-    answerable_errors = {State.REQUEST: State.REPLY}
-    encoders = {
+    answerable_errors: ClassVar[Mapping[State, State]] = {State.REQUEST: State.REPLY}
+    encoders: ClassVar[Mapping[type, Callable[[Any], bytes]]] = {
         MethodSelected: encode_method_selected,
         AuthResult: encode_auth_result,
         GssapiToken: encode_gssapi,

@@ -22,7 +22,8 @@ def encode_udp(message: UdpDatagram) -> bytes:
     """Header and data of one datagram."""
     if not 0 <= message.fragment <= 0xFF:
         raise LocalProtocolError("FRAG is one octet")
-    return _RESERVED + bytes([message.fragment]) + encode_address(message.destination) + message.data
+    header = _RESERVED + bytes([message.fragment]) + encode_address(message.destination)
+    return header + message.data
 
 
 def decode_udp(datagram: bytes) -> UdpDatagram:

@@ -44,7 +44,7 @@ async def system_resolver(name: DomainName, port: int) -> list[Target]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         str(name), port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
-    return [(family, address) for family, _, _, _, address in infos]
+    return [(family, address) for family, _, _, _, address in infos]  # type: ignore[misc]
 
 
 async def resolve(destination: Address, resolver: Resolver = system_resolver) -> list[Target]:

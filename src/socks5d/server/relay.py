@@ -14,6 +14,7 @@ both directions have ended; no traffic either way for `idle_timeout` seconds end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,10 +55,9 @@ class _IdleTimeout(Exception):
 
 
 def _shutdown_write(sock: socket.socket) -> None:
-    try:
+    # OSError: already reset or closed by the peer, nothing left to flush
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # already reset or closed by the peer: nothing left to flush
 
 
 class _Tunnel:
