@@ -131,11 +131,6 @@ def test_check_config_of_invalid_toml_names_the_file(
     assert capsys.readouterr().err.startswith(f"socks5d: {config_file}: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a config file that is not UTF-8 raises UnicodeDecodeError out of main() "
-    "(a traceback, exit 1) instead of a one-line ConfigError and exit 2",
-)
 def test_check_config_of_a_file_that_is_not_utf8_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -167,12 +167,6 @@ def test_malformed_line_is_reported_by_number_without_the_hash(
         "scrypt$1024$8$1$c2FsdA==$!!!!",  # non-base64 decodes to an empty key
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: PasswordHash.parse() accepts scrypt parameters hashlib.scrypt rejects "
-    "(N not a power of 2, empty key); the file loads and verify() raises ValueError at login "
-    "instead of load() reporting the line",
-)
 def test_hash_with_unusable_parameters_is_reported_at_load(tmp_path: Path, stored: str) -> None:
     path = users_file(tmp_path, f"alice:{stored}\n")
     with pytest.raises(ConfigError, match=rf"^users: {path}:1: "):
@@ -185,11 +179,6 @@ def test_missing_users_file_is_a_config_error_naming_users(tmp_path: Path) -> No
         UserDatabase.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: read_users_file() catches OSError only; a file that is not UTF-8 raises "
-    "UnicodeDecodeError instead of ConfigError",
-)
 def test_users_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_bytes(b"j\xf6ran:scrypt$1024$8$1$c2FsdA==$a2V5\n")
@@ -233,12 +222,6 @@ def test_set_password_refuses_names_the_file_cannot_hold(tmp_path: Path, name: s
 
 
 @pytest.mark.parametrize("name", ["a\rb", "a\x85b", "a\u2028b", "a\x0cb"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: set_password() refuses only '\\n' among line breaks, but read_users_file() "
-    "splits with str.splitlines(), so a name with '\\r', NEL, U+2028 or form feed writes a "
-    "users file that no longer loads",
-)
 def test_set_password_never_writes_a_file_that_does_not_load(tmp_path: Path, name: str) -> None:
     path = tmp_path / "users"
     try:
@@ -254,3 +237,10 @@ def test_set_password_refuses_passwords_rfc1929_cannot_carry(tmp_path: Path, pas
     with pytest.raises(ConfigError, match="password"):
         set_password(path, "alice", password)
     assert not path.exists()
+
+
+def test_unknown_user_is_checked_against_a_decoy_with_the_stored_cost() -> None:
+    cost = (1 << 10, 8, 1)
+    database = UserDatabase({"alice": hash_password("secret", cost)})
+    decoy = database._decoy
+    assert (decoy.n, decoy.r, decoy.p) == cost

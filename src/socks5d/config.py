@@ -8,6 +8,7 @@ override the file. Errors are `ConfigError`s that name the offending key, e.g.
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -79,7 +80,7 @@ class ServerConfig:
 def parse_listen(text: str, key: str = "listen") -> ListenAddress:
     """Parse `HOST:PORT` or `[IPV6]:PORT`."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
+    if not sep or not host or (text.startswith("[") and not host.endswith("]")):
         raise ConfigError(f'{key}: "{text}" is not HOST:PORT')
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -89,10 +90,9 @@ def parse_listen(text: str, key: str = "listen") -> ListenAddress:
             raise ConfigError(f'{key}: "{text}": {host} is not an IPv6 address') from None
     elif ":" in host:
         raise ConfigError(f'{key}: "{text}": write IPv6 addresses in brackets, [::1]:1080')
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f'{key}: "{text}": port is not a number') from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(f'{key}: "{text}": port is not a number')
+    port = int(port_text)
     if not 0 <= port <= 0xFFFF:
         raise ConfigError(f'{key}: "{text}": port out of range')
     return ListenAddress(host, port)
@@ -115,7 +115,12 @@ def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
 
 
 def _positive(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ConfigError(f"{key}: must be a positive number, got {value!r}")
     return float(value)
 
@@ -142,7 +147,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             return tomllib.load(file)
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 

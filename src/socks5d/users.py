@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,14 @@ SCHEME = "scrypt"
 DEFAULT_COST = (1 << 14, 8, 1)
 SALT_BYTES = 16
 KEY_BYTES = 32
+#: the most memory one hash may take (128 * N * r bytes)
+MAX_MEMORY = 256 * 1024 * 1024
+
+
+def _cost(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError("cost is not a positive integer")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +47,23 @@ class PasswordHash:
 
     @classmethod
     def parse(cls, text: str) -> PasswordHash:
-        """Parse the stored form; raises ValueError when it is not one."""
+        """Parse the stored form; raises ValueError when it is not one scrypt can check."""
         scheme, n, r, p, salt, key = text.split("$")
         if scheme != SCHEME:
             raise ValueError(f"unknown hash scheme {scheme!r}")
-        return cls(int(n), int(r), int(p), base64.b64decode(salt), base64.b64decode(key))
+        parsed = cls(
+            _cost(n),
+            _cost(r),
+            _cost(p),
+            base64.b64decode(salt, validate=True),
+            base64.b64decode(key, validate=True),
+        )
+        # scrypt's own limits: N a power of two above 1; memory 128*N*r within MAX_MEMORY.
+        if parsed.n < 2 or parsed.n & (parsed.n - 1) or 128 * parsed.n * parsed.r > MAX_MEMORY:
+            raise ValueError("scrypt cost out of range")
+        if not parsed.salt or len(parsed.key) < 16:
+            raise ValueError("salt or key too short")
+        return parsed
 
     def __str__(self) -> str:
         salt = base64.b64encode(self.salt).decode()
@@ -56,7 +78,7 @@ class PasswordHash:
             n=self.n,
             r=self.r,
             p=self.p,
-            maxmem=256 * 1024 * 1024,
+            maxmem=MAX_MEMORY + 1024 * 1024,
             dklen=len(self.key),
         )
 
@@ -77,8 +99,11 @@ class UserDatabase:
 
     def __init__(self, hashes: dict[str, PasswordHash]) -> None:
         self._hashes = dict(hashes)
-        # Verifying an unknown user costs as much as a known one: no user enumeration by timing.
-        self._decoy = hash_password(secrets.token_hex(16))
+        # Verifying an unknown user costs as much as a known one: no user enumeration by
+        # timing. The decoy takes the cost most users have.
+        costs = Counter((h.n, h.r, h.p) for h in self._hashes.values())
+        cost = costs.most_common(1)[0][0] if costs else DEFAULT_COST
+        self._decoy = hash_password(secrets.token_hex(16), cost)
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -111,6 +136,8 @@ def read_users_file(path: Path) -> dict[str, PasswordHash]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"users: {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"users: {path}: not UTF-8 text ({exc.reason})") from None
     hashes: dict[str, PasswordHash] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -135,8 +162,10 @@ def set_password(path: Path, username: str, password: str) -> bool:
         ConfigError: the name cannot be stored (empty, has ':' or a line break, > 255 octets)
             or the password is empty or longer than 255 octets (RFC 1929 limits).
     """
-    if not username or ":" in username or "\n" in username or username.strip() != username:
-        raise ConfigError(f"user name {username!r} must be non-empty without ':' or spaces")
+    if not username or ":" in username or any(c.isspace() or not c.isprintable() for c in username):
+        raise ConfigError(
+            f"user name {username!r} must be non-empty, without ':', spaces or control characters"
+        )
     if len(username.encode()) > 255:
         raise ConfigError("user name longer than 255 octets (RFC 1929 ULEN)")
     if not 1 <= len(password.encode("utf-8", "surrogateescape")) <= 255:
@@ -150,9 +179,13 @@ def set_password(path: Path, username: str, password: str) -> bool:
             new = False
     if new:
         lines.append(entry)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
-    os.replace(temporary, path)
+    # mkstemp creates the file exclusively with mode 0600: no one else ever sees a hash.
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return new

@@ -1,9 +1,9 @@
 """The client side of the handshake as a state machine (no I/O).
 
-    conn = ClientConnection()
-    writer.write(conn.send(Greeting((AuthMethod.NO_AUTHENTICATION_REQUIRED,))))
-    conn.receive_data(await reader.read(512))
-    event = conn.next_event()            # MethodSelected, AuthResult, CommandReply, ... NEED_DATA
+conn = ClientConnection()
+writer.write(conn.send(Greeting((AuthMethod.NO_AUTHENTICATION_REQUIRED,))))
+conn.receive_data(await reader.read(512))
+event = conn.next_event()            # MethodSelected, AuthResult, CommandReply, ... NEED_DATA
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ ACCESS_FIELDS = (
 
 def _text_value(value: Any) -> str:
     text = "-" if value is None or value == "" else str(value)
-    if any(c.isspace() for c in text) or '"' in text:
+    # Quote (and so escape) anything a client chose that could break the line or a terminal:
+    # spaces, quotes, control characters.
+    if '"' in text or not text.isprintable() or any(c.isspace() for c in text):
         return json.dumps(text)
     return text
 

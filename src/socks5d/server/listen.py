@@ -1,9 +1,9 @@
 """The server: listening sockets, the accept loops, and the set of live sessions.
 
-    server = Server(config)
-    await server.start()          # binds every listen address
-    ...
-    await server.close()          # stops accepting, ends every session, frees every socket
+server = Server(config)
+await server.start()          # binds every listen address
+...
+await server.close()          # stops accepting, ends every session, frees every socket
 """
 
 from __future__ import annotations

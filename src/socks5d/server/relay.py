@@ -117,9 +117,7 @@ class PortableEngine:
                 return
 
     @staticmethod
-    async def _watch(
-        tunnel: _Tunnel, idle_timeout: float, *directions: asyncio.Task[None]
-    ) -> None:
+    async def _watch(tunnel: _Tunnel, idle_timeout: float, *directions: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             remaining = tunnel.last_activity + idle_timeout - loop.time()

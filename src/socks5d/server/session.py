@@ -52,9 +52,7 @@ def _discard_unread(sock: socket.socket) -> None:
 class Session:
     """Serves one accepted client socket from greeting to close."""
 
-    def __init__(
-        self, server: Server, client: socket.socket, peer: Any, listener: str
-    ) -> None:
+    def __init__(self, server: Server, client: socket.socket, peer: Any, listener: str) -> None:
         self.server = server
         self.client = client
         self.connection = proto.ServerConnection()
