@@ -2,8 +2,17 @@ from __future__ import annotations
 
 import socket
 
-from socks5d.proto import Address, AuthMethod, Command, CommandReply, CommandRequest, Greeting
-from socks5d.proto import ClientConnection, NEED_DATA, Reply
+from socks5d.proto import (
+    NEED_DATA,
+    Address,
+    AuthMethod,
+    ClientConnection,
+    Command,
+    CommandReply,
+    CommandRequest,
+    Greeting,
+    Reply,
+)
 
 
 def _handshake(sock: socket.socket, destination: Address) -> CommandReply:
