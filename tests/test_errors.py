@@ -86,6 +86,9 @@ OSERROR_ROWS = [
         id="gaierror",
     ),
     pytest.param(TimeoutError(), HostUnreachable, id="TimeoutError_without_errno"),
+    pytest.param(
+        ConnectionRefusedError(), ConnectionRefused, id="ConnectionRefusedError_without_errno"
+    ),
 ]
 
 

@@ -124,4 +124,6 @@ def error_for_oserror(exc: BaseException) -> Socks5Error:
         return HostUnreachable("connect timed out")
     if isinstance(exc, OSError) and exc.errno in _ERROR_FOR_ERRNO:
         return _ERROR_FOR_ERRNO[exc.errno](exc.strerror or str(exc))
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionRefused(str(exc) or "connection refused")
     return Socks5Error(str(exc) or type(exc).__name__)

@@ -132,8 +132,8 @@ gssapi_tokens = st.one_of(
 )
 
 #: SOCKS4 can carry what its own framing can: IPv4 destinations other than the SOCKS4a
-#: marker 0.0.0.x (x != 0), host names without NUL, user ids without NUL (see the xfail tests
-#: in test_codec.py for what the encoder fails to refuse).
+#: marker 0.0.0.x (x != 0), host names without NUL, user ids without NUL (the encoder refuses
+#: the rest, see test_codec.py).
 socks4_ipv4 = st.ip_addresses(v=4).filter(
     lambda address: not (address.packed[:3] == b"\x00\x00\x00" and address.packed[3] != 0)
 )

@@ -305,12 +305,6 @@ def test_server_gssapi_exchanges_tokens_until_authentication_complete() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proto/server.py maps (GSSAPI, GssapiToken) to GSSAPI for every MTYP: after the "
-    "server sends the RFC 1961 abort (X'01', X'FF') it stays in GSSAPI, can receive more "
-    "tokens and authentication_complete() still leads to REQUEST; expected State.CLOSED",
-)
 def test_server_sending_gssapi_abort_closes() -> None:
     server = server_at_gssapi()
     assert server.send(ABORT) == bytes([0x01, 0xFF])
@@ -520,12 +514,6 @@ def test_client_failure_reply_closes(vector: Vector) -> None:
     assert client.state is State.CLOSED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proto/client.py maps (GSSAPI, GssapiToken) to GSSAPI for every MTYP: after "
-    "receiving the RFC 1961 abort (X'01', X'FF') the client stays in GSSAPI and may go on to "
-    "authentication_complete() and a request; expected State.CLOSED",
-)
 def test_client_receiving_gssapi_abort_closes() -> None:
     client = client_after_method(GSSAPI)
     assert receive(client, bytes([0x01, 0xFF])) == ABORT

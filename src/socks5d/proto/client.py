@@ -26,7 +26,7 @@ from socks5d.proto.events import (
     Socks4Response,
     UserPassAuth,
 )
-from socks5d.proto.gssapi import decode_gssapi, encode_gssapi
+from socks5d.proto.gssapi import after_gssapi_message, decode_gssapi, encode_gssapi
 from socks5d.proto.rfc1928 import (
     decode_method_selected,
     decode_reply,
@@ -97,7 +97,7 @@ class ClientConnection(Connection):
     received: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.METHOD, MethodSelected): _after_method,
         (State.USERPASS_STATUS, AuthResult): _after_auth_result,
-        (State.GSSAPI, GssapiToken): State.GSSAPI,
+        (State.GSSAPI, GssapiToken): after_gssapi_message,
         (State.REPLY, CommandReply): _after_reply,
         (State.SECOND_REPLY, CommandReply): _after_reply,
         (State.SOCKS4_REPLY, Socks4Response): _after_socks4_reply,
@@ -107,7 +107,7 @@ class ClientConnection(Connection):
         (State.GREETING, Greeting): State.METHOD,
         (State.GREETING, Socks4Request): State.SOCKS4_REPLY,
         (State.USERPASS, UserPassAuth): State.USERPASS_STATUS,
-        (State.GSSAPI, GssapiToken): State.GSSAPI,
+        (State.GSSAPI, GssapiToken): after_gssapi_message,
         (State.REQUEST, CommandRequest): State.REPLY,
     }
     encoders: ClassVar[Mapping[type, Callable[[Any], bytes]]] = {

@@ -26,7 +26,13 @@ def encode_greeting(message: Greeting) -> bytes:
     """VER, NMETHODS, METHODS (RFC 1928 §3: METHODS is "1 to 255" octets)."""
     if not 1 <= len(message.methods) <= 255:
         raise LocalProtocolError("a greeting offers 1 to 255 methods")
-    return bytes([SOCKS5_VERSION, len(message.methods), *message.methods])
+    return bytes([SOCKS5_VERSION, len(message.methods), *map(_octet, message.methods)])
+
+
+def _octet(value: int) -> int:
+    if not 0 <= value <= 0xFF:
+        raise LocalProtocolError(f"{value} does not fit in one octet")
+    return value
 
 
 def decode_greeting(cursor: Cursor) -> Greeting:
@@ -38,7 +44,7 @@ def decode_greeting(cursor: Cursor) -> Greeting:
 
 def encode_method_selected(message: MethodSelected) -> bytes:
     """VER, METHOD."""
-    return bytes([SOCKS5_VERSION, message.method])
+    return bytes([SOCKS5_VERSION, _octet(message.method)])
 
 
 def decode_method_selected(cursor: Cursor) -> MethodSelected:

@@ -57,6 +57,8 @@ def decode_userpass(cursor: Cursor) -> UserPassAuth:
 
 def encode_auth_result(message: AuthResult) -> bytes:
     """VER, STATUS."""
+    if not 0 <= message.status <= 0xFF:
+        raise LocalProtocolError(f"STATUS {message.status} does not fit in one octet")
     return bytes([USERPASS_VERSION, message.status])
 
 

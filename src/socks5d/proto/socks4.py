@@ -32,11 +32,27 @@ def encode_socks4_request(message: Socks4Request) -> bytes:
     host = message.destination.host
     port = message.destination.port.to_bytes(2, "big")
     head = bytes([SOCKS4_VERSION, message.command]) + port
+    user_id = _null_terminated(message.user_id, MAX_USER_ID_LENGTH, "USERID")
     if isinstance(host, ipaddress.IPv6Address):
         raise LocalProtocolError("SOCKS4 cannot carry an IPv6 address")
     if isinstance(host, DomainName):
-        return head + bytes([0, 0, 0, 1]) + message.user_id + b"\x00" + host.encode() + b"\x00"
-    return head + host.packed + message.user_id + b"\x00"
+        name = host.encode("utf-8", "surrogateescape")
+        if not name:
+            raise LocalProtocolError("empty SOCKS4a host name")
+        return (
+            head + bytes([0, 0, 0, 1]) + user_id + _null_terminated(name, MAX_DOMAIN_LENGTH, "host")
+        )
+    if _is_socks4a_marker(host):
+        raise LocalProtocolError(f"{host} is the SOCKS4a marker, not a destination")
+    return head + host.packed + user_id
+
+
+def _null_terminated(field: bytes, limit: int, name: str) -> bytes:
+    if b"\x00" in field:
+        raise LocalProtocolError(f"{name} contains NUL")
+    if len(field) > limit:
+        raise LocalProtocolError(f"{name} longer than {limit} octets")
+    return field + b"\x00"
 
 
 def decode_socks4_request(cursor: Cursor) -> Socks4Request:
