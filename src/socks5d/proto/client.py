@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from socks5d.errors import ProtocolError
 from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
-from socks5d.proto.constants import AuthMethod, Command, Reply, Socks4Reply
+from socks5d.proto.constants import AuthMethod
 from socks5d.proto.events import (
     AuthResult,
     CommandReply,
@@ -26,7 +26,7 @@ from socks5d.proto.events import (
     Socks4Response,
     UserPassAuth,
 )
-from socks5d.proto.gssapi import after_gssapi_message, decode_gssapi, encode_gssapi
+from socks5d.proto.gssapi import decode_gssapi, encode_gssapi
 from socks5d.proto.rfc1928 import (
     decode_method_selected,
     decode_reply,
@@ -35,15 +35,13 @@ from socks5d.proto.rfc1928 import (
 )
 from socks5d.proto.rfc1929 import decode_auth_result, encode_userpass
 from socks5d.proto.socks4 import decode_socks4_response, encode_socks4_request
-
-_STATE_AFTER_METHOD = {
-    AuthMethod.NO_AUTHENTICATION_REQUIRED: State.REQUEST,
-    AuthMethod.USERNAME_PASSWORD: State.USERPASS,
-    AuthMethod.GSSAPI: State.GSSAPI,
-    # RFC 1928 §3: "If the selected METHOD is X'FF', none of the methods listed by the client
-    # are acceptable, and the client MUST close the connection."
-    AuthMethod.NO_ACCEPTABLE_METHODS: State.CLOSED,
-}
+from socks5d.proto.transitions import (
+    STATE_AFTER_METHOD,
+    after_auth_result,
+    after_gssapi_message,
+    after_reply,
+    after_socks4_reply,
+)
 
 
 def _after_method(connection: ClientConnection, message: MethodSelected) -> State:
@@ -51,35 +49,9 @@ def _after_method(connection: ClientConnection, message: MethodSelected) -> Stat
     if message.acceptable and message.method not in offered:
         raise ProtocolError(f"server chose method {message.method:#04x}, which was not offered")
     try:
-        return _STATE_AFTER_METHOD[AuthMethod(message.method)]
+        return STATE_AFTER_METHOD[AuthMethod(message.method)]
     except ValueError:
         raise ProtocolError(f"server chose unknown method {message.method:#04x}") from None
-
-
-def _after_auth_result(_connection: ClientConnection, message: AuthResult) -> State:
-    return State.REQUEST if message.success else State.CLOSED
-
-
-def _after_reply(connection: ClientConnection, message: CommandReply) -> State:
-    if message.reply != Reply.SUCCEEDED:
-        return State.CLOSED
-    request = connection.request
-    if connection.state is State.REPLY and request is not None and request.command == Command.BIND:
-        return State.SECOND_REPLY
-    return State.ESTABLISHED
-
-
-def _after_socks4_reply(connection: ClientConnection, message: Socks4Response) -> State:
-    if message.status != Socks4Reply.GRANTED:
-        return State.CLOSED
-    request = connection.request
-    if (
-        connection.state is State.SOCKS4_REPLY
-        and request is not None
-        and request.command == Command.BIND
-    ):
-        return State.SOCKS4_SECOND_REPLY
-    return State.ESTABLISHED
 
 
 class ClientConnection(Connection):
@@ -96,12 +68,12 @@ class ClientConnection(Connection):
     }
     received: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.METHOD, MethodSelected): _after_method,
-        (State.USERPASS_STATUS, AuthResult): _after_auth_result,
+        (State.USERPASS_STATUS, AuthResult): after_auth_result,
         (State.GSSAPI, GssapiToken): after_gssapi_message,
-        (State.REPLY, CommandReply): _after_reply,
-        (State.SECOND_REPLY, CommandReply): _after_reply,
-        (State.SOCKS4_REPLY, Socks4Response): _after_socks4_reply,
-        (State.SOCKS4_SECOND_REPLY, Socks4Response): _after_socks4_reply,
+        (State.REPLY, CommandReply): after_reply,
+        (State.SECOND_REPLY, CommandReply): after_reply,
+        (State.SOCKS4_REPLY, Socks4Response): after_socks4_reply,
+        (State.SOCKS4_SECOND_REPLY, Socks4Response): after_socks4_reply,
     }
     sent: ClassVar[Mapping[tuple[State, type], Transition]] = {
         (State.GREETING, Greeting): State.METHOD,
@@ -121,7 +93,6 @@ class ClientConnection(Connection):
     def __init__(self, max_buffer: int = 0x10000 + 4) -> None:
         super().__init__(max_buffer)
         self.greeting: Greeting | None = None
-        self.request: CommandRequest | Socks4Request | None = None
 
     def send(self, message: Event) -> bytes:
         data = super().send(message)

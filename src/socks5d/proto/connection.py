@@ -14,7 +14,14 @@ from typing import Any, ClassVar
 
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor, ReceiveBuffer
-from socks5d.proto.events import NEED_DATA, ConnectionClosed, Event, _NeedData
+from socks5d.proto.events import (
+    NEED_DATA,
+    CommandRequest,
+    ConnectionClosed,
+    Event,
+    Socks4Request,
+    _NeedData,
+)
 
 
 class State(Enum):
@@ -64,6 +71,8 @@ class Connection:
     def __init__(self, max_buffer: int = 0x10000 + 4) -> None:
         self.state = State.GREETING
         self._buffer = ReceiveBuffer(max_buffer)
+        #: the SOCKS request, once sent or received
+        self.request: CommandRequest | Socks4Request | None = None
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the peer; `b""` means the peer closed its sending side."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.connection import State
 from socks5d.proto.constants import GSSAPI_VERSION, GssapiMessageType
 from socks5d.proto.events import GssapiToken
 
@@ -49,13 +48,3 @@ def decode_gssapi(cursor: Cursor) -> GssapiToken:
         return GssapiToken(GssapiMessageType.ABORT)
     length = cursor.uint16()
     return GssapiToken(GssapiMessageType(message_type), cursor.take(length))
-
-
-def after_gssapi_message(_connection: object, message: GssapiToken) -> State:
-    """Both roles: tokens keep the sub-negotiation going; an abort ends the connection.
-
-    RFC 1961 §3: on failure the peer sends the abort message and "the connection is closed".
-    """
-    if message.message_type == GssapiMessageType.ABORT:
-        return State.CLOSED
-    return State.GSSAPI
