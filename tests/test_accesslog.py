@@ -100,9 +100,9 @@ def test_text_prints_fields_as_key_value_in_record_order() -> None:
     line = TextFormatter().format(make_record(session_fields()))
     assert [key for key, _ in text_fields(line)] == list(ACCESS_FIELDS)
     assert line.endswith(
-        " client=127.0.0.1:50000 listener=127.0.0.1:1080 user=alice command=connect"
+        " client=127.0.0.1:50000 listener=127.0.0.1:1080 protocol=- user=alice command=connect"
         " destination=example.com:443 reply=succeeded bytes_up=517 bytes_down=4096"
-        " duration=0.25 outcome=-"
+        " duration=0.25 outcome=- dropped=-"
     )
 
 

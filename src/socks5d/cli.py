@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         help="allow no-auth on a non-loopback address (an open proxy)",
     )
 
+    serve.add_argument(
+        "--no-socks4",
+        dest="socks4",
+        action="store_false",
+        default=None,
+        help="do not serve SOCKS4/4a clients (served by default while no-auth is allowed)",
+    )
+
     passwd = commands.add_parser("passwd", help="add a user or change a user's password")
     passwd.add_argument("file", type=Path, metavar="FILE", help="users file, created if missing")
     passwd.add_argument("name", metavar="NAME", help="user name")
@@ -84,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         users=args.users,
         log_format=args.log_format,
         allow_open_proxy=args.allow_open_proxy,
+        socks4=args.socks4,
     )
     users = UserDatabase.load(config.users_file) if config.users_file else None
     configure_logging(config.log_format, config.log_level)

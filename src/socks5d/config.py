@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,32 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class BindSettings:
+    """The BIND command (RFC 1928 §6)."""
+
+    #: the address BIND listeners use; None: the local address this host would use to reach
+    #: the expected peer (DST.ADDR), or that of the client's connection when DST.ADDR is zero
+    address: str | None = None
+    #: (first, last) port to listen on, inclusive; None: any free port
+    ports: tuple[int, int] | None = None
+    #: seconds to wait for the incoming connection
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSettings:
+    """The UDP ASSOCIATE command (RFC 1928 §6, §7)."""
+
+    #: the address relay sockets are bound to; None: the wildcard (IPv6 and IPv4)
+    address: str | None = None
+    #: the address sent in BND.ADDR; None: the local address of the client's TCP connection
+    #: when `address` is a wildcard, else `address`
+    advertise_address: str | None = None
+    #: seconds without a datagram either way after which an association ends
+    idle_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `socks5d serve` needs, validated."""
 
@@ -75,6 +101,15 @@ class ServerConfig:
     log_format: str = "text"
     log_level: str = "info"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: serve SOCKS4/4a on the same listeners (only while no-auth is allowed)
+    socks4: bool = True
+    bind: BindSettings = field(default_factory=BindSettings)
+    udp: UdpSettings = field(default_factory=UdpSettings)
+
+    @property
+    def serves_socks4(self) -> bool:
+        """SOCKS4 carries no password: served only when enabled and no-auth is accepted."""
+        return self.socks4 and AuthMethod.NO_AUTHENTICATION_REQUIRED in self.auth
 
 
 def parse_listen(text: str, key: str = "listen") -> ListenAddress:
@@ -136,8 +171,66 @@ def _auth_methods(names: list[str], key: str) -> tuple[AuthMethod, ...]:
     return tuple(methods)
 
 
-_TOP_KEYS = {"listen", "auth", "users", "allow_open_proxy", "log_format", "log_level", "timeouts"}
-_TIMEOUT_KEYS = {"handshake", "connect", "idle"}
+def _boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false")
+    return value
+
+
+def _ip_address(value: Any, key: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an IP address") from None
+
+
+def _port_range(value: Any, key: str) -> tuple[int, int]:
+    first, _, last = str(value).partition("-")
+    first, last = first.strip(), (last or first).strip()
+    if not all(p.isascii() and p.isdigit() for p in (first, last)):
+        raise ConfigError(f'{key}: "{value}" is not a port range like "40000-40999"')
+    low, high = int(first), int(last)
+    if not 1 <= low <= high <= 0xFFFF:
+        raise ConfigError(f'{key}: "{value}" must be 1 <= first <= last <= 65535')
+    return low, high
+
+
+Validator = Callable[[Any, str], Any]
+
+#: [section] -> setting -> validator; each becomes a field of the section's dataclass.
+_SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
+    "timeouts": (Timeouts, {"handshake": _positive, "connect": _positive, "idle": _positive}),
+    "bind": (BindSettings, {"address": _ip_address, "ports": _port_range, "timeout": _positive}),
+    "udp": (
+        UdpSettings,
+        {"address": _ip_address, "advertise_address": _ip_address, "idle_timeout": _positive},
+    ),
+}
+_TOP_KEYS = {
+    "listen",
+    "auth",
+    "users",
+    "allow_open_proxy",
+    "log_format",
+    "log_level",
+    "socks4",
+    *_SECTIONS,
+}
+
+
+def _section(data: Mapping[str, Any], name: str) -> Any:
+    settings_type, validators = _SECTIONS[name]
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: must be a table")
+    values = {}
+    for key, value in table.items():
+        if key not in validators:
+            raise ConfigError(f"{name}.{key}: unknown setting")
+        values[key] = validators[key](value, f"{name}.{key}")
+    return settings_type(**values)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -160,14 +253,15 @@ def build_config(
     users: str | None = None,
     log_format: str | None = None,
     allow_open_proxy: bool | None = None,
+    socks4: bool | None = None,
 ) -> ServerConfig:
     """Validate file contents `data`, apply command-line overrides, and check the whole.
 
     Args:
         data: the parsed TOML document (may be empty).
         base_dir: relative paths in the file are relative to this folder (the file's own).
-        listen, auth, users, log_format, allow_open_proxy: command-line values; None means
-            "not given", so the file's value (or the default) applies.
+        listen, auth, users, log_format, allow_open_proxy, socks4: command-line values; None
+            means "not given", so the file's value (or the default) applies.
 
     Raises:
         ConfigError: naming the key at fault.
@@ -216,21 +310,19 @@ def build_config(
     if allow_open_proxy is not None:
         config = replace(config, allow_open_proxy=allow_open_proxy)
     elif "allow_open_proxy" in data:
-        if not isinstance(data["allow_open_proxy"], bool):
-            raise ConfigError("allow_open_proxy: must be true or false")
-        config = replace(config, allow_open_proxy=data["allow_open_proxy"])
+        config = replace(
+            config, allow_open_proxy=_boolean(data["allow_open_proxy"], "allow_open_proxy")
+        )
+    if socks4 is not None:
+        config = replace(config, socks4=socks4)
+    elif "socks4" in data:
+        config = replace(config, socks4=_boolean(data["socks4"], "socks4"))
 
-    timeouts = data.get("timeouts", {})
-    if not isinstance(timeouts, dict):
-        raise ConfigError("timeouts: must be a table")
-    for key in timeouts:
-        if key not in _TIMEOUT_KEYS:
-            raise ConfigError(f"timeouts.{key}: unknown setting")
     config = replace(
         config,
-        timeouts=Timeouts(
-            **{key: _positive(value, f"timeouts.{key}") for key, value in timeouts.items()}
-        ),
+        timeouts=_section(data, "timeouts"),
+        bind=_section(data, "bind"),
+        udp=_section(data, "udp"),
     )
     _check_whole(config)
     return config

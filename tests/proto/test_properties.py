@@ -256,7 +256,7 @@ def answer_as_server(server: ServerConnection, event: Any, policy: ServerPolicy)
     elif isinstance(event, GssapiToken):
         if event.message_type != GssapiMessageType.ABORT:
             server.send(GSSAPI_TOKEN)
-        server.authentication_complete()
+            server.authentication_complete()
     elif isinstance(event, CommandRequest):
         server.send(CommandReply(policy.reply))
         if server.state is State.SECOND_REPLY:
@@ -271,7 +271,8 @@ def answer_as_server(server: ServerConnection, event: Any, policy: ServerPolicy)
 
 def answer_as_client(client: ClientConnection, event: Any, plan: ClientPlan) -> None:
     """Send what a client would send after `event`."""
-    if isinstance(event, GssapiToken):
+    # an abort closes; any other token completes the (simulated) authentication
+    if isinstance(event, GssapiToken) and event.message_type != GssapiMessageType.ABORT:
         client.authentication_complete()
     if client.state is State.USERPASS:
         client.send(plan.credentials)

@@ -49,8 +49,9 @@ def method_selected(method: AuthMethod) -> bytes:
     ],
 )
 def test_greeting_with_unsupported_version_is_closed_without_a_reply(
-    socks_server, first_bytes: bytes
+    start_server, first_bytes: bytes
 ) -> None:
+    socks_server = start_server(socks4=False)
     with connect(socks_server) as sock:
         sock.sendall(first_bytes)
         assert read_until_eof(sock) == b""

@@ -20,6 +20,7 @@ ACCESS_LOGGER = "socks5d.access"
 ACCESS_FIELDS = (
     "client",
     "listener",
+    "protocol",
     "user",
     "command",
     "destination",
@@ -28,6 +29,7 @@ ACCESS_FIELDS = (
     "bytes_down",
     "duration",
     "outcome",
+    "dropped",
 )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from socks5d.errors import (
     ConnectionRefused,
@@ -20,6 +21,11 @@ from socks5d.errors import (
     error_for_oserror,
 )
 from socks5d.proto.address import Address, DomainName
+from socks5d.proto.constants import Reply
+from socks5d.server.addresses import address_of
+
+if TYPE_CHECKING:
+    from socks5d.server.session import Request, Session
 
 #: RFC 8305 §5: "A simple implementation can have a fixed delay ... 250 milliseconds".
 ATTEMPT_DELAY = 0.25
@@ -41,9 +47,12 @@ Resolver = Callable[[DomainName, int], Awaitable[list[Target]]]
 
 async def system_resolver(name: DomainName, port: int) -> list[Target]:
     """The system's resolver (`getaddrinfo`), run off the event loop by asyncio."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        str(name), port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            str(name), port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except UnicodeError as exc:  # not a name IDNA can encode (any octets arrive on the wire)
+        raise socket.gaierror(socket.EAI_NONAME, f"invalid name: {exc}") from exc
     return [(family, address) for family, _, _, _, address in infos]  # type: ignore[misc]
 
 
@@ -136,3 +145,16 @@ async def open_outbound(
         raise
     except (OSError, TimeoutError) as exc:
         raise error_for_oserror(exc) from exc
+
+
+async def serve_connect(session: Session, request: Request) -> None:
+    """CONNECT (RFC 1928 §6): connect, reply with the outbound socket's address, relay."""
+    server = session.server
+    upstream = await open_outbound(
+        request.destination, server.config.timeouts.connect, server.resolver
+    )
+    try:
+        await session.reply(Reply.SUCCEEDED, address_of(upstream.getsockname()))
+        await session.relay(upstream)
+    finally:
+        upstream.close()

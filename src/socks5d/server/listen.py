@@ -15,10 +15,11 @@ import socket
 
 from socks5d.config import ListenAddress, ServerConfig
 from socks5d.proto.constants import AuthMethod
+from socks5d.server.addresses import format_peer
 from socks5d.server.auth import Authenticator
 from socks5d.server.connect import Resolver, system_resolver
 from socks5d.server.relay import RelayEngine, select_engine
-from socks5d.server.session import Session, format_peer
+from socks5d.server.session import Session
 from socks5d.users import UserDatabase
 
 log = logging.getLogger(__name__)

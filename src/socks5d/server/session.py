@@ -1,23 +1,30 @@
 """One client connection: handshake (driving `proto.ServerConnection`), command, relay, log.
 
-The single error boundary of the server is here: any `Socks5Error` raised while serving a
-request becomes a reply carrying `exc.reply`, one log line, and a close.
+The single error boundary of the server is `Session.run`: any `Socks5Error` raised while the
+request is being served becomes a reply carrying `exc.reply` (when the protocol still expects
+a reply), one access-log line, and a close. Command handlers just raise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
-from socks5d.errors import AuthFailed, CommandNotSupported, ProtocolError, Socks5Error
-from socks5d.proto import AuthMethod, Command, CommandReply, Reply, State
+from socks5d.errors import AuthFailed, ProtocolError, Socks5Error
+from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_FIELDS, ACCESS_LOGGER
+from socks5d.server.addresses import address_of, format_peer
 from socks5d.server.auth import choose_method
-from socks5d.server.connect import open_outbound
+from socks5d.server.bind import serve_bind
+from socks5d.server.connect import serve_connect
+from socks5d.server.udp import serve_udp_associate
 
 if TYPE_CHECKING:
     from socks5d.server.listen import Server
@@ -27,12 +34,15 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 
 #: Bytes asked for per read during the handshake.
 HANDSHAKE_READ_SIZE = 4096
+#: The most bytes kept from a client that sends before its tunnel is up (BIND); then we stop
+#: reading, which is backpressure.
+MAX_EARLY_DATA = 64 * 1024
 
+Request = proto.CommandRequest | proto.Socks4Request
+CommandHandler = Callable[["Session", Request], Awaitable[None]]
 
-def format_peer(address: Any) -> str:
-    """`host:port`, IPv6 in brackets."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+#: States in which the protocol still owes the client a reply.
+_REPLY_STATES = {State.REPLY, State.SECOND_REPLY, State.SOCKS4_REPLY, State.SOCKS4_SECOND_REPLY}
 
 
 def _discard_unread(sock: socket.socket) -> None:
@@ -55,14 +65,18 @@ class Session:
     def __init__(self, server: Server, client: socket.socket, peer: Any, listener: str) -> None:
         self.server = server
         self.client = client
-        self.connection = proto.ServerConnection()
+        #: the client's address and our end of its connection
+        self.peer = address_of(peer)
+        self.local = address_of(client.getsockname())
+        self.connection = proto.ServerConnection(accept_socks4=server.config.serves_socks4)
         self.started = time.monotonic()
+        #: bytes the client sent that belong to the tunnel, not the handshake
+        self.early_data = bytearray()
         self.record: dict[str, Any] = dict.fromkeys(ACCESS_FIELDS)
         self.record.update(client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0)
 
     async def run(self) -> None:
         """Serve the client; never raises except `CancelledError`."""
-        upstream: socket.socket | None = None
         try:
             try:
                 async with asyncio.timeout(self.server.config.timeouts.handshake):
@@ -70,49 +84,57 @@ class Session:
             except TimeoutError:
                 self.record["outcome"] = "handshake timeout"
                 return
-            if request is None:
-                return
-            self.record["command"] = request.command.name.lower()
-            self.record["destination"] = str(request.destination)
-            upstream = await self._serve_command(request)
-            if upstream is not None:
-                await self._relay(upstream)
-        except ProtocolError as exc:
-            self.record["outcome"] = f"protocol error: {exc}"
-        except AuthFailed as exc:
-            self.record["outcome"] = f"auth failed: {exc}"
+            if request is not None:
+                self.record["command"] = request.command.name.lower()
+                self.record["destination"] = str(request.destination)
+                await COMMANDS[request.command](self, request)
+        except Socks5Error as exc:
+            if self.connection.state in _REPLY_STATES:
+                await self._reply_failure(exc)
+            self.record["outcome"] = _describe(exc)
         except OSError as exc:
             self.record["outcome"] = f"client error: {exc}"
         except Exception:  # a bug: log it whole, keep the server running
             log.exception("session %s crashed", self.record["client"])
             self.record["outcome"] = "internal error"
         finally:
-            if upstream is not None:
-                upstream.close()
             _discard_unread(self.client)
             self.client.close()
             self.record["duration"] = round(time.monotonic() - self.started, 6)
             access_log.info("session", extra={"fields": self.record})
 
+    async def _reply_failure(self, exc: Socks5Error) -> None:
+        # OSError: the client is gone; the outcome says why the request failed
+        with contextlib.suppress(OSError):
+            await self.reply(exc.reply)
+
     async def _send(self, message: proto.Event) -> None:
         data = self.connection.send(message)
         await asyncio.get_running_loop().sock_sendall(self.client, data)
 
-    async def _handshake(self) -> proto.CommandRequest | None:
-        """Negotiate and authenticate; return the request, or None if the session is over."""
+    async def reply(self, reply: Reply, bound: Address | None = None) -> None:
+        """Send the (first or second) reply in the client's protocol: SOCKS5 or SOCKS4."""
+        if isinstance(self.connection.request, proto.Socks4Request):
+            # SOCKS4 replies carry IPv4 only; CONNECT's "remaining fields are ignored".
+            if bound is None or not isinstance(bound.host, ipaddress.IPv4Address):
+                bound = Address(ipaddress.IPv4Address(0), bound.port if bound else 0)
+            status = Socks4Reply.GRANTED if reply == Reply.SUCCEEDED else Socks4Reply.REJECTED
+            self.record["reply"] = status.name.lower()
+            await self._send(proto.Socks4Response(status, bound))
+        else:
+            self.record["reply"] = reply.name.lower()
+            await self._send(proto.CommandReply(reply, bound or Address.unspecified()))
+
+    async def _handshake(self) -> Request | None:
+        """Negotiate and authenticate; return the request, or None if the client left."""
         loop = asyncio.get_running_loop()
         connection = self.connection
         while True:
-            try:
-                event = connection.next_event()
-            except ProtocolError as exc:
-                if connection.state is State.REPLY:  # a malformed request still gets its REP
-                    self.record["reply"] = exc.reply.name.lower()
-                    await self._send(CommandReply(exc.reply))
-                raise
+            event = connection.next_event()
             if event is proto.NEED_DATA:
                 connection.receive_data(await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE))
             elif isinstance(event, proto.Greeting):
+                self.record["protocol"] = "socks5"
                 method = choose_method(event.methods, self.server.config.auth)
                 await self._send(proto.MethodSelected(method))
                 if method == AuthMethod.NO_ACCEPTABLE_METHODS:
@@ -127,41 +149,55 @@ class Session:
                     raise AuthFailed(f"wrong username or password for {event.username!r}")
             elif isinstance(event, proto.CommandRequest):
                 return event
+            elif isinstance(event, proto.Socks4Request):
+                named = isinstance(event.destination.host, proto.DomainName)
+                self.record["protocol"] = "socks4a" if named else "socks4"
+                self.record["user"] = event.user_id.decode("utf-8", "backslashreplace") or None
+                return event
             elif isinstance(event, proto.ConnectionClosed):
                 self.record["outcome"] = "client closed during handshake"
                 return None
             else:
                 raise ProtocolError(f"unexpected {type(event).__name__}")
 
-    async def _serve_command(self, request: proto.CommandRequest) -> socket.socket | None:
-        """Carry out the request and send the reply; return the upstream socket on success."""
-        try:
-            if request.command != Command.CONNECT:
-                raise CommandNotSupported(f"{request.command.name} is not supported")
-            upstream = await open_outbound(
-                request.destination, self.server.config.timeouts.connect, self.server.resolver
-            )
-        except Socks5Error as exc:
-            self.record["reply"] = exc.reply.name.lower()
-            self.record["outcome"] = str(exc)
-            await self._send(CommandReply(exc.reply))
-            return None
-        try:
-            bound = proto.Address.from_host(*upstream.getsockname()[:2])
-            self.record["reply"] = Reply.SUCCEEDED.name.lower()
-            await self._send(CommandReply(Reply.SUCCEEDED, bound))
-        except BaseException:
-            upstream.close()
-            raise
-        return upstream
+    async def watch_control(self, *, keep: bool) -> None:
+        """Return when the client closes its connection (it ends a BIND wait or a UDP
+        association). What it sends meanwhile is kept for the tunnel (`keep`), up to
+        `MAX_EARLY_DATA`, or discarded.
+        """
+        loop = asyncio.get_running_loop()
+        while not keep or len(self.early_data) < MAX_EARLY_DATA:
+            data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
+            if not data:
+                return
+            if keep:
+                self.early_data += data
+        await asyncio.Event().wait()  # stop reading; the caller cancels us
 
-    async def _relay(self, upstream: socket.socket) -> None:
+    async def relay(self, upstream: socket.socket) -> None:
+        """Relay between the client and `upstream` until both directions are done."""
         result = await self.server.relay_engine.relay(
             self.client,
             upstream,
             idle_timeout=self.server.config.timeouts.idle,
-            early_data=self.connection.trailing_data,
+            early_data=self.connection.trailing_data + bytes(self.early_data),
         )
         self.record["bytes_up"] = result.bytes_up
         self.record["bytes_down"] = result.bytes_down
         self.record["outcome"] = result.reason
+
+
+def _describe(exc: Socks5Error) -> str:
+    if isinstance(exc, AuthFailed):
+        return f"auth failed: {exc}"
+    if isinstance(exc, ProtocolError):
+        return f"protocol error: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+#: The one table from CMD to the code that serves it.
+COMMANDS: dict[Command, CommandHandler] = {
+    Command.CONNECT: serve_connect,
+    Command.BIND: serve_bind,
+    Command.UDP_ASSOCIATE: serve_udp_associate,
+}

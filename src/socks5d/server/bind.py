@@ -1,0 +1,178 @@
+"""BIND (RFC 1928 §6, SOCKS4): listen for one incoming connection on the client's behalf.
+
+RFC 1928 §6: "Two replies are sent from the SOCKS server to the client during a BIND
+operation. The first is sent after the server creates and binds a new socket. [...] The second
+reply occurs only after the anticipated incoming connection succeeds or fails."
+
+The listening socket lives exactly as long as the wait: it is closed once a peer is accepted,
+on timeout, or when the client closes its control connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+from typing import TYPE_CHECKING
+
+from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
+from socks5d.proto import Address, DomainName, Reply, Socks4Request
+from socks5d.server.addresses import address_of, format_peer, unmapped
+
+if TYPE_CHECKING:
+    from socks5d.server.session import Request, Session
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Connections queued while a wrong peer is being turned away.
+BACKLOG = 8
+
+
+async def expected_peers(session: Session, destination: Address) -> set[IPAddress]:
+    """The IPs allowed to connect; empty means anyone.
+
+    RFC 1928 §6: "In the reply to a BIND, [...] DST.ADDR [...] The SOCKS server will
+    typically evaluate the DST.ADDR and DST.PORT fields of the BIND request"; an all-zeros
+    address names nobody in particular.
+    """
+    host = destination.host
+    if isinstance(host, DomainName):
+        targets = await session.server.resolver(host, destination.port)
+        return {unmapped(ipaddress.ip_address(sockaddr[0])) for _, sockaddr in targets}
+    if host.packed == bytes(len(host.packed)):
+        return set()
+    return {host}
+
+
+def _outward_address(session: Session, peers: set[IPAddress], ipv4_only: bool) -> IPAddress:
+    """The address to listen on: configured, else this host's source address toward the
+    expected peer (found with a UDP connect, which sends nothing), else our end of the
+    client's connection.
+    """
+    configured = session.server.config.bind.address
+    if configured is not None:
+        return ipaddress.ip_address(configured)
+    for peer in sorted(peers, key=lambda ip: ip.version):
+        if ipv4_only and peer.version != 4:
+            continue
+        family = socket.AF_INET if peer.version == 4 else socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((str(peer), 9))
+                return unmapped(ipaddress.ip_address(probe.getsockname()[0]))
+        except OSError:
+            continue
+    local = session.local.host
+    assert not isinstance(local, DomainName)
+    if ipv4_only and local.version != 4:
+        return ipaddress.IPv4Address(0)
+    return local
+
+
+def open_listener(address: IPAddress, ports: tuple[int, int] | None) -> socket.socket:
+    """A listening socket on `address`, on a free port of `ports` (any port when None)."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    candidates = [0]
+    if ports is not None:
+        candidates = list(range(ports[0], ports[1] + 1))
+        random.shuffle(candidates)
+    last_error: OSError | None = None
+    for port in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((str(address), port))
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    raise Socks5Error(f"cannot listen on {address} ports {ports}: {last_error}")
+
+
+async def _accept_expected(
+    listener: socket.socket, peers: set[IPAddress], strict: bool
+) -> tuple[socket.socket, Address]:
+    loop = asyncio.get_running_loop()
+    while True:
+        incoming, sockaddr = await loop.sock_accept(listener)
+        peer = address_of(sockaddr)
+        if not peers or peer.host in peers:
+            incoming.setblocking(False)
+            return incoming, peer
+        incoming.close()
+        expected = ", ".join(sorted(str(ip) for ip in peers))
+        if strict:
+            # SOCKS4: "If a mismatch is found, the CD field in the second reply is set to 91
+            # and the SOCKS server closes both connections."
+            raise NotAllowed(f"BIND: connection from {format_peer(sockaddr)}, expected {expected}")
+        log.warning(
+            "BIND on %s: refused a connection from %s (expected %s); still waiting",
+            format_peer(listener.getsockname()),
+            format_peer(sockaddr),
+            expected,
+        )
+
+
+async def wait_for_peer(
+    session: Session, listener: socket.socket, peers: set[IPAddress], strict: bool
+) -> tuple[socket.socket, Address]:
+    """Accept the expected peer, unless the timeout passes or the client closes first.
+
+    Raises:
+        TTLExpired: no connection within the BIND timeout.
+        Socks5Error: the client closed its control connection, or accept failed.
+    """
+    accepting = asyncio.create_task(_accept_expected(listener, peers, strict))
+    watching = asyncio.create_task(session.watch_control(keep=True))
+    timeout = session.server.config.bind.timeout
+    try:
+        done, _ = await asyncio.wait(
+            {accepting, watching}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (accepting, watching):
+            task.cancel()
+        results = await asyncio.gather(accepting, watching, return_exceptions=True)
+    if accepting in done and not accepting.cancelled():
+        exc = accepting.exception()
+        if exc is not None:
+            raise error_for_oserror(exc) from exc
+        return accepting.result()
+    if isinstance(results[0], tuple):  # accepted while being cancelled: not wanted any more
+        results[0][0].close()
+    if watching in done:
+        raise Socks5Error("client closed the control connection during BIND")
+    # The only reply code that speaks of time running out.
+    raise TTLExpired(f"BIND: no connection within {timeout:g} s")
+
+
+async def serve_bind(session: Session, request: Request) -> None:
+    """Listen, send the first reply, accept one peer, send the second reply, relay."""
+    socks4 = isinstance(request, Socks4Request)
+    try:
+        peers = await expected_peers(session, request.destination)
+    except OSError as exc:
+        raise error_for_oserror(exc) from exc
+    address = _outward_address(session, peers, ipv4_only=socks4)
+    listener = open_listener(address, session.server.config.bind.ports)
+    try:
+        bound = address_of(listener.getsockname())
+        if bound.host == type(bound.host)(0):  # a wildcard is no address to give out
+            bound = Address(session.local.host, bound.port)
+        await session.reply(Reply.SUCCEEDED, bound)
+        log.debug("BIND for %s listening on %s", session.record["client"], bound)
+        incoming, peer = await wait_for_peer(session, listener, peers, strict=socks4)
+    finally:
+        listener.close()
+    try:
+        await session.reply(Reply.SUCCEEDED, peer)
+        log.info("BIND for %s: %s connected to %s", session.record["client"], peer, bound)
+        await session.relay(incoming)
+    finally:
+        incoming.close()

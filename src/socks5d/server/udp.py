@@ -1,0 +1,307 @@
+"""UDP ASSOCIATE (RFC 1928 §6, §7): one UDP relay socket per association.
+
+The client sends datagrams with the UDP request header to the relay socket; the relay sends
+their DATA to DST.ADDR:DST.PORT from the same socket, and wraps what comes back in a header
+carrying the sender's address. Rules:
+
+- Only the client's IP (that of its TCP connection) may use the association; when the request
+  names a port, only that port; when it names none, the first datagram's port is locked in.
+  RFC 1928 §7: "the UDP relay server MUST acquire from the SOCKS server the expected IP address
+  of the client that will send datagrams to the BND.PORT given in the reply to UDP ASSOCIATE.
+  It MUST drop any datagrams arriving from any source IP address other than the one recorded
+  for the particular association."
+- Only hosts the client has sent to may answer (anyone else is dropped): the relay is no open
+  door into the client.
+- FRAG other than X'00' is dropped: §7 "An implementation that does not support fragmentation
+  MUST drop any datagram whose FRAG field is other than X'00'."
+- Everything dropped is counted; the count goes into the access log.
+- §6: "A UDP association terminates when the TCP connection that the UDP ASSOCIATE request
+  arrived on terminates." So does an association idle for `udp.idle_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from socks5d.errors import ProtocolError, Socks5Error
+from socks5d.proto import Address, DomainName, Reply, UdpDatagram, decode_udp, encode_udp
+from socks5d.server.addresses import address_of, unmapped
+from socks5d.server.connect import Resolver, Target
+
+if TYPE_CHECKING:
+    from socks5d.server.session import Request, Session
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: The largest UDP payload over IPv4 (65535 - 8 - 20), and so the largest datagram relayed.
+MAX_DATAGRAM = 65507
+#: Datagrams waiting in a socket's send buffer before more are dropped.
+MAX_SEND_BACKLOG = 1024 * 1024
+#: Destinations remembered per association (hosts allowed to answer).
+MAX_PEERS = 4096
+#: Name resolutions in flight per association; more datagrams to unresolved names are dropped.
+MAX_PENDING_RESOLUTIONS = 16
+
+
+class NameCache:
+    """A small cache of resolved names for UDP destinations (resolving per datagram is slow)."""
+
+    def __init__(self, resolver: Resolver, size: int = 256, ttl: float = 60.0) -> None:
+        self.resolver = resolver
+        self.size = size
+        self.ttl = ttl
+        self._entries: OrderedDict[tuple[str, int], tuple[float, list[Target]]] = OrderedDict()
+
+    def get(self, name: DomainName, port: int) -> list[Target] | None:
+        """The cached addresses, or None when not cached or expired."""
+        entry = self._entries.get((name, port))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    async def resolve(self, name: DomainName, port: int) -> list[Target]:
+        """Resolve through the cache."""
+        cached = self.get(name, port)
+        if cached is not None:
+            return cached
+        targets = await self.resolver(name, port)
+        self._entries[(name, port)] = (time.monotonic() + self.ttl, targets)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return targets
+
+
+def _relay_socket(configured: str | None) -> socket.socket:
+    """The association's socket: on the configured address, else the IPv6 wildcard taking
+    IPv4 too (dual stack), else the IPv4 wildcard.
+    """
+    if configured is not None:
+        address = ipaddress.ip_address(configured)
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((configured, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", 0))
+        return sock
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpAssociation(asyncio.DatagramProtocol):
+    """The relay socket of one association and its counters."""
+
+    def __init__(
+        self, client_ip: IPAddress, client_port: int | None, names: NameCache, family: int
+    ) -> None:
+        self.client_ip = client_ip
+        #: the client's source port; None until the first datagram locks it in
+        self.client_port = client_port
+        self.names = names
+        self.family = family
+        self.transport: asyncio.DatagramTransport | None = None
+        self.peers: OrderedDict[tuple[IPAddress, int], None] = OrderedDict()
+        self.resolutions: set[asyncio.Task[None]] = set()
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.dropped = 0
+        self.last_activity = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for an earlier datagram (port unreachable...): UDP has no one to tell.
+        log.debug("UDP relay: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        source = address_of(addr)
+        host = source.host
+        assert not isinstance(host, DomainName)
+        if host == self.client_ip and self.client_port in (None, source.port):
+            if self.client_port is None:
+                self.client_port = source.port  # lock onto the first datagram's port
+            self._from_client(data)
+        elif (host, source.port) in self.peers:
+            self._from_peer(source, data)
+        else:
+            self._drop(f"datagram from stranger {source}")
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        log.debug("UDP relay for %s: dropped %s", self.client_ip, why)
+
+    def _from_client(self, data: bytes) -> None:
+        try:
+            datagram = decode_udp(data)
+        except ProtocolError as exc:
+            self._drop(f"malformed datagram: {exc}")
+            return
+        if datagram.fragment != 0:
+            self._drop(f"fragment {datagram.fragment} (fragmentation is not implemented)")
+            return
+        destination = datagram.destination
+        if isinstance(destination.host, DomainName):
+            targets = self.names.get(destination.host, destination.port)
+            if targets is None:
+                self._resolve_then_send(destination, datagram.data)
+                return
+            self._send_to_targets(targets, datagram.data)
+        else:
+            self._send(destination.host, destination.port, datagram.data)
+
+    def _resolve_then_send(self, destination: Address, data: bytes) -> None:
+        if len(self.resolutions) >= MAX_PENDING_RESOLUTIONS:
+            self._drop(f"datagram to {destination}: too many names being resolved")
+            return
+
+        async def resolve() -> None:
+            assert isinstance(destination.host, DomainName)
+            try:
+                targets = await self.names.resolve(destination.host, destination.port)
+            except OSError as exc:
+                self._drop(f"datagram to {destination}: {exc}")
+                return
+            self._send_to_targets(targets, data)
+
+        task = asyncio.get_running_loop().create_task(resolve())
+        self.resolutions.add(task)
+        task.add_done_callback(self.resolutions.discard)
+
+    def _send_to_targets(self, targets: list[Target], data: bytes) -> None:
+        for _, sockaddr in targets:
+            host = ipaddress.ip_address(sockaddr[0].partition("%")[0])
+            if self.family == socket.AF_INET6 or host.version == 4:
+                self._send(host, sockaddr[1], data)
+                return
+        self._drop("datagram to a name with no address of the relay's family")
+
+    def _send(self, host: IPAddress, port: int, data: bytes) -> None:
+        host = unmapped(host)
+        if self.family == socket.AF_INET6 and host.version == 4:
+            target: tuple[Any, ...] = (f"::ffff:{host}", port, 0, 0)
+        elif self.family == socket.AF_INET and host.version == 6:
+            self._drop(f"datagram to {host}: IPv6 destination, IPv4 relay")
+            return
+        else:
+            target = (str(host), port)
+        if not self._transmit(data, target):
+            return
+        self.peers[(host, port)] = None
+        self.peers.move_to_end((host, port))
+        while len(self.peers) > MAX_PEERS:
+            self.peers.popitem(last=False)
+        self.bytes_up += len(data)
+
+    def _from_peer(self, source: Address, data: bytes) -> None:
+        wrapped = encode_udp(UdpDatagram(source, data))
+        if len(wrapped) > MAX_DATAGRAM:
+            self._drop(f"reply of {len(data)} bytes from {source}: too large with its header")
+            return
+        client_host = str(self.client_ip)
+        if self.family == socket.AF_INET6 and self.client_ip.version == 4:
+            client_host = f"::ffff:{client_host}"
+        if self._transmit(wrapped, (client_host, self.client_port)):
+            self.bytes_down += len(data)
+
+    def _transmit(self, data: bytes, target: tuple[Any, ...]) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_SEND_BACKLOG:  # type: ignore[attr-defined]
+            self._drop("datagram: send buffer full")
+            return False
+        transport.sendto(data, target)
+        self.last_activity = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        """Close the socket and stop pending resolutions."""
+        for task in self.resolutions:
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _advertised(session: Session, sock: socket.socket) -> Address:
+    """BND.ADDR/BND.PORT: an address the client can send to (never a wildcard)."""
+    settings = session.server.config.udp
+    port = sock.getsockname()[1]
+    if settings.advertise_address is not None:
+        return Address(ipaddress.ip_address(settings.advertise_address), port)
+    bound = address_of(sock.getsockname())
+    if bound.host == type(bound.host)(0):
+        return Address(session.local.host, port)
+    return bound
+
+
+async def serve_udp_associate(session: Session, request: Request) -> None:
+    """Open the association, reply with its address, serve it until the client leaves."""
+    server = session.server
+    client_ip = session.peer.host
+    assert not isinstance(client_ip, DomainName)
+    # RFC 1928 §6: "The DST.ADDR and DST.PORT fields contain the address and port that the
+    # client expects to use to send UDP datagrams on for the association." Not a destination.
+    requested_port = request.destination.port or None
+    loop = asyncio.get_running_loop()
+    sock = _relay_socket(server.config.udp.address)
+    try:
+        sock.setblocking(False)
+        association = UdpAssociation(
+            client_ip, requested_port, NameCache(server.resolver), sock.family
+        )
+        await loop.create_datagram_endpoint(lambda: association, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        bound = _advertised(session, sock)
+        await session.reply(Reply.SUCCEEDED, bound)
+        log.debug("UDP ASSOCIATE for %s relaying on %s", session.record["client"], bound)
+        session.record["outcome"] = await _serve(session, association)
+    finally:
+        association.close()
+        session.record.update(
+            bytes_up=association.bytes_up,
+            bytes_down=association.bytes_down,
+            dropped=association.dropped,
+        )
+
+
+async def _serve(session: Session, association: UdpAssociation) -> str:
+    idle_timeout = session.server.config.udp.idle_timeout
+    control = asyncio.create_task(session.watch_control(keep=False))
+    try:
+        while True:
+            remaining = association.last_activity + idle_timeout - time.monotonic()
+            if remaining <= 0:
+                return "idle timeout"
+            done, _ = await asyncio.wait({control}, timeout=remaining)
+            if done:
+                control.result()  # raises the client's connection error, if any
+                return "closed"
+    finally:
+        control.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError, Socks5Error):
+            await control
