@@ -28,7 +28,7 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from socks5d.errors import ProtocolError, Socks5Error
 from socks5d.proto import Address, DomainName, Reply, UdpDatagram, decode_udp, encode_udp
@@ -128,8 +128,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.last_activity = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier datagram (port unreachable...): UDP has no one to tell.
