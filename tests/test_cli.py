@@ -444,3 +444,25 @@ def test_serve_with_a_config_file_uses_its_settings(
     assert _listener_port(entry)[0] == "127.0.0.1"
     status, _ = process.stop(signal.SIGTERM)
     assert status == 0
+
+
+def _socks4_answer(address: tuple[str, int]) -> bytes:
+    """What the server sends back to a SOCKS4 CONNECT to a closed port: a reply, or nothing."""
+    with socket.create_connection(address, timeout=PROCESS_TIMEOUT) as sock:
+        sock.sendall(bytes([4, 1, 0, 9, 127, 0, 0, 1]) + b"\x00")
+        answer = bytearray()
+        while chunk := sock.recv(16):
+            answer += chunk
+        return bytes(answer)
+
+
+def test_serve_no_socks4_turns_socks4_off(serve: Callable[..., ServeProcess]) -> None:
+    with_socks4 = serve("--listen", "127.0.0.1:0", "--log-format", "json")
+    (entry,) = with_socks4.wait_listening(1)
+    assert _socks4_answer(_listener_port(entry))[:2] == bytes([0, 91])  # rejected: refused
+    assert with_socks4.stop(signal.SIGTERM)[0] == 0
+
+    without = serve("--listen", "127.0.0.1:0", "--log-format", "json", "--no-socks4")
+    (entry,) = without.wait_listening(1)
+    assert _socks4_answer(_listener_port(entry)) == b""  # closed, no reply
+    assert without.stop(signal.SIGTERM)[0] == 0

@@ -502,3 +502,68 @@ def test_example_with_users_uncommented_loads(tmp_path: Path) -> None:
     text = text.replace('# users = "users"', 'users = "users"', 1)
     config = load_config(write(tmp_path / "socks5d.toml", text))
     assert config.users_file == tmp_path / "users"
+
+
+# --- BIND, UDP ASSOCIATE and SOCKS4 settings ---------------------------------------------------
+
+
+def test_bind_udp_and_socks4_defaults() -> None:
+    config = build_config({})
+    assert config.socks4 is True
+    assert config.serves_socks4 is True
+    assert config.bind.address is None
+    assert config.bind.ports is None
+    assert config.bind.timeout == 60.0
+    assert config.udp.address is None
+    assert config.udp.advertise_address is None
+    assert config.udp.idle_timeout == 300.0
+
+
+def test_bind_and_udp_tables_are_read() -> None:
+    config = build_config(
+        {
+            "bind": {"address": "127.0.0.1", "ports": "40000-40099", "timeout": 5},
+            "udp": {"address": "::1", "advertise_address": "192.0.2.1", "idle_timeout": 30},
+        }
+    )
+    assert config.bind.address == "127.0.0.1"
+    assert config.bind.ports == (40000, 40099)
+    assert config.bind.timeout == 5.0
+    assert config.udp.address == "::1"
+    assert config.udp.advertise_address == "192.0.2.1"
+    assert config.udp.idle_timeout == 30.0
+
+
+def test_a_single_port_is_a_range_of_one() -> None:
+    assert build_config({"bind": {"ports": "40000"}}).bind.ports == (40000, 40000)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"bind": {"ports": "2-1"}}, "bind.ports"),
+        ({"bind": {"ports": "0-10"}}, "bind.ports"),
+        ({"bind": {"ports": "a-b"}}, "bind.ports"),
+        ({"bind": {"ports": "1-70000"}}, "bind.ports"),
+        ({"bind": {"address": "example.com"}}, "bind.address"),
+        ({"bind": {"address": 5}}, "bind.address"),
+        ({"bind": {"timeout": 0}}, "bind.timeout"),
+        ({"bind": {"backlog": 5}}, "bind.backlog"),
+        ({"udp": {"advertise_address": "nat.example"}}, "udp.advertise_address"),
+        ({"udp": {"idle_timeout": -1}}, "udp.idle_timeout"),
+        ({"udp": "yes"}, "udp"),
+        ({"socks4": "no"}, "socks4"),
+    ],
+)
+def test_bad_bind_udp_or_socks4_setting_names_its_key(data: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(data)
+    assert str(caught.value).startswith(f"{key}: ")
+
+
+def test_socks4_is_served_only_while_no_auth_is_allowed(tmp_path: Path) -> None:
+    users = str(tmp_path / "users")
+    assert build_config({}, users=users).serves_socks4 is False
+    assert build_config({}, users=users, auth=["userpass", "none"]).serves_socks4 is True
+    assert build_config({"socks4": False}).serves_socks4 is False
+    assert build_config({"socks4": True}, socks4=False).serves_socks4 is False
