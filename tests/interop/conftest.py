@@ -349,3 +349,69 @@ def only_record(server: RecordingServer) -> dict[str, Any]:
     records = server.wait_records(1)
     assert len(records) == 1, records
     return records[0]
+
+
+# --------------------------------------------------------------------------- UDP and Dante's sockd
+
+
+class _UdpEchoHandler(socketserver.BaseRequestHandler):
+    request: tuple[bytes, socket.socket]
+
+    def handle(self) -> None:
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+
+
+class UdpEchoServer(socketserver.UDPServer):
+    """Sends every datagram back to where it came from (IPv4)."""
+
+
+class UdpEchoServerV6(UdpEchoServer):
+    """The same on IPv6."""
+
+    address_family = socket.AF_INET6
+
+
+@pytest.fixture(scope="session")
+def udp_echoes() -> Iterator[dict[str, Endpoint]]:
+    """UDP echo servers keyed by loopback address, both on one port: `udp_echoes["::1"]`.
+
+    One port for both, so that a datagram sent to "localhost" is echoed whichever address
+    the proxy resolves it to.
+    """
+    for _ in range(10):
+        v4 = UdpEchoServer(("127.0.0.1", 0), _UdpEchoHandler)
+        port = v4.server_address[1]
+        try:
+            v6 = UdpEchoServerV6(("::1", port), _UdpEchoHandler)
+        except OSError:  # ::1 port taken by someone else: try another port
+            v4.server_close()
+            continue
+        with v4, v6, serving(v4), serving(v6):
+            yield {"127.0.0.1": Endpoint("127.0.0.1", port), "::1": Endpoint("::1", port)}
+        return
+    pytest.fail("no UDP port free on both 127.0.0.1 and ::1")
+
+
+@pytest.fixture
+def dante_server(tmp_path: Path) -> Iterator[Any]:
+    """Dante's sockd on 127.0.0.1 (see proxies.py): `.port`, `.wait_log(regex)`."""
+    from .proxies import DanteServer  # proxies.py imports this module
+
+    directory = tmp_path / "sockd"
+    directory.mkdir()
+    server = DanteServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["socks5d", "dante"])
+def proxy(request: pytest.FixtureRequest) -> Any:
+    """Each SOCKS server in turn, as a `proxies.ProxyUnderTest`: socks5d (no auth) and sockd."""
+    from .proxies import Socks5dUnderTest
+
+    if request.param == "dante":
+        return request.getfixturevalue("dante_server")
+    return Socks5dUnderTest(request.getfixturevalue("socks_server"))

@@ -1,0 +1,338 @@
+"""The proxies that client interop tests run against, behind one interface: socks5d
+(tests/conftest.py's in-process server) and Dante's sockd (a subprocess on loopback).
+
+Running the same real client against Dante checks the test as much as the server: if a
+client passes through sockd but not through socks5d, the bug is ours; if it passes neither,
+the test is wrong. Each proxy proves passage its own way: socks5d by its access record, sockd
+by the line it logs when a session ends, which carries byte counts for both directions:
+
+    pass(1): tcp/connect ]: W -> CLIENT PROXY -> R, W -> EXTERNAL DESTINATION -> R: ...
+    pass(1): udp/udpassociate ]: W/n -> CLIENT RELAY -> R/n, W/n -> EXTERNAL DESTINATION -> R/n: ...
+    pass(1): tcp/bindreply ]: W -> PEER BOUND -> R, W -> PROXY CLIENT -> R: ...
+
+(W bytes written to, R bytes read from the address pair it stands next to; UDP adds
+packet counts; Dante writes addresses as `127.0.0.1.1080`.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from .conftest import Endpoint, RecordingServer, clean_env
+
+#: Names of the proxies a parametrized test runs against.
+PROXY_NAMES = ("socks5d", "dante")
+#: Seconds to wait for sockd to accept connections, or for a log line or access record.
+WAIT_TIMEOUT = 10.0
+#: Where Debian installs sockd (as danted); searched besides PATH.
+_SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One finished session as a proxy's log tells it: payload bytes each way."""
+
+    #: bytes from the client to the destination (BIND: to the peer that connected)
+    bytes_up: int
+    #: bytes from the destination (or BIND peer) back to the client
+    bytes_down: int
+
+
+class ProxyUnderTest(Protocol):
+    """A SOCKS server under test: where it listens and how it proves passage."""
+
+    name: str
+    host: str
+    port: int
+
+    def connected(self, destination: Endpoint, protocol: str = "socks5") -> Crossing:
+        """Wait for a CONNECT tunnel to `destination` that was granted; its byte counts."""
+        ...
+
+    def udp_relayed(self, destination: Endpoint) -> Crossing:
+        """Wait for a UDP association that relayed datagrams to and from `destination`."""
+        ...
+
+    def bound(self, peer: Endpoint, protocol: str = "socks5") -> Crossing:
+        """Wait for a BIND that accepted `peer` and relayed; its byte counts."""
+        ...
+
+
+# --------------------------------------------------------------------------- socks5d
+
+
+class Socks5dUnderTest:
+    """socks5d; proof of passage is its access record."""
+
+    name = "socks5d"
+
+    def __init__(self, server: RecordingServer) -> None:
+        self.server = server
+        self.host = server.host
+        self.port = server.port
+
+    def wait_record(self, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The latest access record for which `matches` holds; waits for it to be logged."""
+        count = 1
+        while True:
+            records = self.server.wait_records(count, timeout=WAIT_TIMEOUT)
+            matching = [record for record in records if matches(record)]
+            if matching:
+                return matching[-1]
+            count = len(records) + 1  # wait for the next record, not for time to pass
+
+    def connected(self, destination: Endpoint, protocol: str = "socks5") -> Crossing:
+        record = self.wait_record(
+            lambda r: r["command"] == "connect" and r["destination"] == destination.destination
+        )
+        assert record["protocol"] == protocol, record
+        assert record["reply"] == _granted(protocol), record
+        return Crossing(record["bytes_up"], record["bytes_down"])
+
+    def udp_relayed(self, destination: Endpoint) -> Crossing:
+        # The request's DST.ADDR names the client's own address, not a destination: RFC 1928
+        # §6. A test makes one association, so the command identifies it.
+        record = self.wait_record(lambda r: r["command"] == "udp_associate")
+        assert record["protocol"] == "socks5", record
+        assert record["reply"] == "succeeded", record
+        assert record["dropped"] == 0, record
+        return Crossing(record["bytes_up"], record["bytes_down"])
+
+    def bound(self, peer: Endpoint, protocol: str = "socks5") -> Crossing:
+        # The access record names the BIND request's DST, not the peer that connected.
+        record = self.wait_record(lambda r: r["command"] == "bind")
+        assert record["protocol"] == protocol, record
+        assert record["reply"] == _granted(protocol), record
+        return Crossing(record["bytes_up"], record["bytes_down"])
+
+
+def _granted(protocol: str) -> str:
+    return "succeeded" if protocol == "socks5" else "granted"
+
+
+# --------------------------------------------------------------------------- Dante's sockd
+
+
+def dante_address(endpoint: Endpoint) -> str:
+    """How Dante logs an address: `127.0.0.1.1080`."""
+    return f"{endpoint.host}.{endpoint.port}"
+
+
+def sockd_binary() -> str:
+    """The sockd executable (Debian: /usr/sbin/danted); fails the test when missing."""
+    search = f"{os.environ.get('PATH', '')}:{_SBIN}"
+    for name in ("danted", "sockd"):
+        path = shutil.which(name, path=search)
+        if path is not None:
+            return path
+    pytest.fail("Dante's sockd is not installed; scripts/test.sh installs dante-server")
+
+
+def write_sockd_conf(path: Path, port: int) -> Path:
+    """A minimal sockd.conf: no authentication, loopback on both sides, every command,
+    a log line when each session starts and ends (with its byte counts) or is blocked (with
+    its destination), all to stderr.
+    """
+    users = ""
+    if os.geteuid() == 0:
+        # sockd refuses to run client sessions as root without being told; as another user
+        # it runs as that user and needs no setting.
+        users = "user.privileged: root\nuser.unprivileged: nobody\n"
+    path.write_text(
+        "logoutput: stderr\n"
+        f"internal: 127.0.0.1 port = {port}\n"
+        "external: 127.0.0.1\n"
+        "clientmethod: none\n"
+        "socksmethod: none\n"
+        f"{users}"
+        "client pass {\n"
+        "    from: 127.0.0.0/8 to: 127.0.0.0/8\n"
+        "    log: error\n"
+        "}\n"
+        "socks pass {\n"
+        "    from: 127.0.0.0/8 to: 127.0.0.0/8\n"
+        "    command: bind connect udpassociate bindreply udpreply\n"
+        "    log: connect disconnect error\n"
+        "}\n"
+        "socks block {\n"  # what no rule passes is blocked anyway; this logs it
+        "    from: 0.0.0.0/0 to: 0.0.0.0/0\n"
+        "    log: connect error\n"
+        "}\n"
+    )
+    return path
+
+
+class DanteServer:
+    """sockd as a subprocess on 127.0.0.1; its stderr log is collected line by line."""
+
+    name = "dante"
+    host = "127.0.0.1"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = 0
+        self.lines: list[str] = []
+        self.condition = threading.Condition()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self, attempts: int = 3) -> DanteServer:
+        """Start sockd on a free port and wait until it accepts connections.
+
+        The port is found by binding port 0 and letting it go, so another process may take
+        it first; sockd then exits at once and the next attempt picks another port.
+        """
+        for _ in range(attempts):
+            self.port = _free_port()
+            conf = write_sockd_conf(self.directory / "sockd.conf", self.port)
+            self._spawn(conf)
+            if self._wait_accepting():
+                return self
+            self.stop()
+        raise AssertionError(f"sockd did not start:\n{self.log()}")
+
+    def _spawn(self, conf: Path) -> None:
+        pidfile = self.directory / "sockd.pid"
+        self.lines = []
+        process = subprocess.Popen(
+            [sockd_binary(), "-f", str(conf), "-p", str(pidfile), "-N", "1"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+        )
+        self.process = process
+        self._reader = threading.Thread(target=self._collect, args=(process,), daemon=True)
+        self._reader.start()
+
+    def _collect(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        # sockd's children share the pipe: it reaches EOF once every one of them has exited.
+        for raw in process.stderr:
+            with self.condition:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.condition.notify_all()
+        with self.condition:
+            self.condition.notify_all()
+
+    def _wait_accepting(self) -> bool:
+        """Poll the port with connection attempts, a bounded number of times."""
+        assert self.process is not None
+        for _ in range(int(WAIT_TIMEOUT / 0.05)):
+            if self.process.poll() is not None:
+                return False  # exited: port taken, or a configuration error
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0):
+                    return True
+            except OSError:
+                with self.condition:  # a new log line (e.g. "running") ends the pause early
+                    self.condition.wait(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Terminate sockd by its PID (it stops its children), collect the rest of its log."""
+        process, reader = self.process, self._reader
+        if process is None or reader is None:
+            return
+        self.process = self._reader = None
+        try:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(WAIT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(WAIT_TIMEOUT)
+            reader.join(WAIT_TIMEOUT)
+            assert not reader.is_alive(), "a sockd child kept its log pipe open"
+        finally:
+            assert process.stderr is not None
+            process.stderr.close()
+
+    # -- proof of passage
+
+    def log(self) -> str:
+        with self.condition:
+            return "\n".join(self.lines)
+
+    def wait_log(self, pattern: str) -> re.Match[str]:
+        """The first log line matching `pattern` (a regex); waits for it to be written."""
+        compiled = re.compile(pattern)
+        seen = 0
+
+        def find() -> re.Match[str] | None:
+            nonlocal seen
+            for line in self.lines[seen:]:
+                if match := compiled.search(line):
+                    return match
+            seen = len(self.lines)
+            return None
+
+        with self.condition:
+            found = self.condition.wait_for(find, WAIT_TIMEOUT)
+            if found is None:
+                raise AssertionError(f"sockd logged no line matching {pattern!r}:\n{self.log()}")
+            return found
+
+    def connected(self, destination: Endpoint, protocol: str = "socks5") -> Crossing:
+        # Dante logs SOCKS4 and SOCKS5 sessions alike.
+        match = self.wait_log(
+            r"pass\(\d+\): tcp/connect \]: \d+ -> \S+ \S+ -> \d+, "
+            rf"(?P<up>\d+) -> \S+ {re.escape(dante_address(destination))} -> (?P<down>\d+)"
+        )
+        return Crossing(int(match["up"]), int(match["down"]))
+
+    def udp_relayed(self, destination: Endpoint) -> Crossing:
+        # Client-side counts include the UDP request headers; these are the payloads.
+        match = self.wait_log(
+            r"pass\(\d+\): udp/udpassociate \]: \S+ -> \S+ \S+ -> \S+, "
+            rf"(?P<up>\d+)/\d+ -> \S+ {re.escape(dante_address(destination))} "
+            r"-> (?P<down>\d+)/\d+"
+        )
+        return Crossing(int(match["up"]), int(match["down"]))
+
+    def bound(self, peer: Endpoint, protocol: str = "socks5") -> Crossing:
+        match = self.wait_log(
+            rf"pass\(\d+\): tcp/bindreply \]: (?P<up>\d+) -> {re.escape(dante_address(peer))} "
+            r"\S+ -> (?P<down>\d+), \d+ -> \S+ \S+ -> \d+"
+        )
+        return Crossing(int(match["up"]), int(match["down"]))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- socksify
+
+
+def write_socksify_conf(path: Path, proxy: ProxyUnderTest, proxyprotocol: str = "socks_v5") -> Path:
+    """A Dante client socks.conf sending everything IPv4 through `proxy`, every command
+    allowed: without `bindreply` and `udpreply` socksify does not route BIND and UDP.
+
+    Run socksify with `socksify_env()`: loopback is a "LAN" it would reach directly.
+    """
+    path.write_text(
+        "route {\n"
+        f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: {proxy.host} port = {proxy.port}\n"
+        f"    proxyprotocol: {proxyprotocol}\n"
+        "    method: none\n"
+        "    command: bind connect udpassociate bindreply udpreply\n"
+        "}\n"
+    )
+    return path
