@@ -14,6 +14,7 @@ from socks5d.errors import (
     NotAllowed,
     ProtocolError,
     ProxyTimeout,
+    RequestRejected,
     Socks5Error,
     TTLExpired,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "NotAllowed",
     "ProtocolError",
     "ProxyTimeout",
+    "RequestRejected",
     "Socks5Error",
     "TTLExpired",
     "__version__",

@@ -77,6 +77,15 @@ class ProxyTimeout(Socks5Error, TimeoutError):
     """A handshake, connect or idle deadline passed."""
 
 
+class RequestRejected(Socks5Error):
+    """A SOCKS4 proxy answered 91-93: "request rejected or failed" (it says no more)."""
+
+    def __init__(self, message: str, status: int = 91) -> None:
+        super().__init__(message)
+        #: the SOCKS4 CD of the reply
+        self.status = status
+
+
 class ConfigError(ValueError):
     """A configuration error; never reaches the wire. The message names the offending key."""
 
@@ -92,6 +101,25 @@ ERROR_FOR_REPLY: dict[Reply, type[Socks5Error]] = {
     Reply.COMMAND_NOT_SUPPORTED: CommandNotSupported,
     Reply.ADDRESS_TYPE_NOT_SUPPORTED: AddressTypeNotSupported,
 }
+
+#: The RFC 1928 §6 wording of each reply code.
+REPLY_MEANING: dict[Reply, str] = {
+    Reply.SUCCEEDED: "succeeded",
+    Reply.GENERAL_FAILURE: "general SOCKS server failure",
+    Reply.CONNECTION_NOT_ALLOWED: "connection not allowed by ruleset",
+    Reply.NETWORK_UNREACHABLE: "Network unreachable",
+    Reply.HOST_UNREACHABLE: "Host unreachable",
+    Reply.CONNECTION_REFUSED: "Connection refused",
+    Reply.TTL_EXPIRED: "TTL expired",
+    Reply.COMMAND_NOT_SUPPORTED: "Command not supported",
+    Reply.ADDRESS_TYPE_NOT_SUPPORTED: "Address type not supported",
+}
+
+
+def error_for_reply(reply: Reply) -> Socks5Error:
+    """The exception a client raises for a failure REP, carrying the code and its meaning."""
+    return ERROR_FOR_REPLY[reply](f"proxy replied X'{reply:02X}': {REPLY_MEANING[reply]}")
+
 
 #: errno values of a failed outbound connect and the error each maps to.
 _ERROR_FOR_ERRNO: dict[int, type[Socks5Error]] = {

@@ -1,8 +1,5 @@
-"""Outbound TCP connections: resolve without blocking, then race the addresses.
-
-Happy-eyeballs style (RFC 8305): addresses of both families interleaved, a new attempt
-started every `ATTEMPT_DELAY` seconds or as soon as the previous one fails; the first to
-connect wins and the rest are cancelled and closed.
+"""CONNECT: resolve the destination without blocking, race its addresses (`socks5d.net`),
+reply, relay.
 """
 
 from __future__ import annotations
@@ -10,36 +7,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from socks5d.errors import (
-    ConnectionRefused,
-    HostUnreachable,
-    NetworkUnreachable,
-    Socks5Error,
-    error_for_oserror,
-)
+from socks5d.errors import Socks5Error, error_for_oserror
+from socks5d.net import Target, connect_first, interleave
 from socks5d.proto.address import Address, DomainName
 from socks5d.proto.constants import Reply
 from socks5d.server.addresses import address_of
 
 if TYPE_CHECKING:
     from socks5d.server.session import Request, Session
-
-#: RFC 8305 §5: "A simple implementation can have a fixed delay ... 250 milliseconds".
-ATTEMPT_DELAY = 0.25
-
-SocketAddress = tuple[str, int] | tuple[str, int, int, int]
-Target = tuple[socket.AddressFamily, SocketAddress]
-
-#: When every attempt failed, the error that says most: the farthest any attempt got.
-_ERROR_RANK: dict[type[Socks5Error], int] = {
-    ConnectionRefused: 0,
-    HostUnreachable: 1,
-    NetworkUnreachable: 2,
-}
-
 
 #: Resolves a domain name and port to the addresses to try (may raise `socket.gaierror`).
 Resolver = Callable[[DomainName, int], Awaitable[list[Target]]]
@@ -64,70 +42,6 @@ async def resolve(destination: Address, resolver: Resolver = system_resolver) ->
     if isinstance(host, ipaddress.IPv6Address):
         return [(socket.AF_INET6, (str(host), destination.port, 0, 0))]
     return [(socket.AF_INET, (str(host), destination.port))]
-
-
-def interleave(targets: Sequence[Target]) -> list[Target]:
-    """RFC 8305 §4: alternate families, starting with the family of the first address."""
-    by_family: dict[int, list[Target]] = {}
-    for target in targets:
-        if target not in by_family.setdefault(target[0], []):
-            by_family[target[0]].append(target)
-    queues = list(by_family.values())
-    ordered: list[Target] = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                ordered.append(queue.pop(0))
-    return ordered
-
-
-async def _attempt(family: socket.AddressFamily, address: SocketAddress) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY) -> socket.socket:
-    """Connect to the first of `targets` that answers; returns a non-blocking socket.
-
-    Raises:
-        Socks5Error: the most telling error of all the failed attempts.
-    """
-    remaining = list(targets)
-    pending: set[asyncio.Task[socket.socket]] = set()
-    errors: list[Socks5Error] = []
-    try:
-        while remaining or pending:
-            if remaining:
-                family, address = remaining.pop(0)
-                pending.add(asyncio.create_task(_attempt(family, address)))
-            done, pending = await asyncio.wait(
-                pending,
-                timeout=delay if remaining else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            winners = [task.result() for task in done if task.exception() is None]
-            for task in done:
-                if (exc := task.exception()) is not None:
-                    errors.append(error_for_oserror(exc))
-            if winners:
-                for extra in winners[1:]:
-                    extra.close()
-                return winners[0]
-    finally:
-        for task in pending:
-            task.cancel()
-        for result in await asyncio.gather(*pending, return_exceptions=True):
-            if isinstance(result, socket.socket):
-                result.close()
-    if not errors:
-        raise HostUnreachable("no address to connect to")
-    raise min(errors, key=lambda error: _ERROR_RANK.get(type(error), len(_ERROR_RANK)))
 
 
 async def open_outbound(

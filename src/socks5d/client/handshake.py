@@ -1,0 +1,177 @@
+"""The client's side of a handshake as a generator: the one piece of logic both the asyncio
+and the blocking clients drive. It does no I/O: it yields bytes to write, or `READ` to get the
+proxy's next message, and returns the reply.
+
+    steps = negotiate(proxy, Command.CONNECT, destination)
+    to_send = next(steps)
+    ...  # write what it yields; on READ, send it the next event (see aio.py / sync.py)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from socks5d.client.proxy import Proxy
+from socks5d.errors import AuthFailed, ProtocolError, RequestRejected, error_for_reply
+from socks5d.proto import (
+    NEED_DATA,
+    Address,
+    AuthMethod,
+    AuthResult,
+    ClientConnection,
+    Command,
+    CommandReply,
+    CommandRequest,
+    ConnectionClosed,
+    DomainName,
+    Event,
+    Greeting,
+    MethodSelected,
+    Reply,
+    Socks4Reply,
+    Socks4Request,
+    Socks4Response,
+    UserPassAuth,
+)
+from socks5d.proto.events import _NeedData
+
+
+class _Read:
+    def __repr__(self) -> str:
+        return "READ"
+
+
+#: Yielded by a handshake step when it needs the proxy's next message.
+READ: Final = _Read()
+
+#: A handshake step yields bytes to write or READ, and is sent back the event read (or None
+#: after a write).
+Steps = Generator[bytes | _Read, Event | None, Address]
+AuthSteps = Generator[bytes | _Read, Event | None, None]
+
+
+def take_event(connection: ClientConnection, peeked: bytes) -> tuple[Event | None, int]:
+    """Feed bytes *peeked* from the socket; return the next event (None if incomplete) and how
+    many of the peeked bytes it used, which are the only ones to consume from the socket.
+
+    Reading this way never takes bytes that follow the proxy's message out of the socket, so
+    a destination that speaks first (a banner) or a BIND peer's first bytes stay there for
+    whoever reads the socket next.
+    """
+    connection.receive_data(peeked)
+    event = connection.next_event()
+    if event is NEED_DATA:
+        return None, len(peeked)  # all of it belongs to the incomplete message
+    assert not isinstance(event, _NeedData)
+    return event, len(peeked) - len(connection.trailing_data)
+
+
+class ClientAuth(Protocol):
+    """An authentication method a client can offer (RFC 1928 §3)."""
+
+    @property
+    def code(self) -> int:
+        """The METHOD octet."""
+        ...
+
+    def authenticate(self, connection: ClientConnection) -> AuthSteps:
+        """The method-specific sub-negotiation, run after the proxy selected this method."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NoAuthentication:
+    """X'00': nothing to do."""
+
+    code: int = AuthMethod.NO_AUTHENTICATION_REQUIRED
+
+    def authenticate(self, connection: ClientConnection) -> AuthSteps:
+        return
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class UsernamePassword:
+    """X'02': RFC 1929."""
+
+    username: str
+    password: str = field(repr=False)
+    code: int = AuthMethod.USERNAME_PASSWORD
+
+    def authenticate(self, connection: ClientConnection) -> AuthSteps:
+        yield connection.send(UserPassAuth(self.username, self.password))
+        result = yield READ
+        if not isinstance(result, AuthResult):
+            raise ProtocolError(f"expected the username/password status, got {result!r}")
+        if not result.success:
+            # RFC 1929 §2: "If the server returns a `failure' [...] status, it MUST close the
+            # connection."
+            raise AuthFailed(
+                f"the proxy refused user {self.username!r} (status {result.status:#04x})"
+            )
+
+
+def methods_for(proxy: Proxy) -> list[ClientAuth]:
+    """The methods offered to `proxy`, in our order of preference."""
+    if proxy.username is not None and proxy.password is not None:
+        return [UsernamePassword(proxy.username, proxy.password), NoAuthentication()]
+    return [NoAuthentication()]
+
+
+def _expect_reply(event: Event | None) -> Address:
+    if isinstance(event, CommandReply):
+        if event.reply != Reply.SUCCEEDED:
+            raise error_for_reply(event.reply)
+        return event.bound
+    if isinstance(event, Socks4Response):
+        if event.status != Socks4Reply.GRANTED:
+            raise RequestRejected(
+                f"SOCKS4 proxy replied {event.status.value}: request rejected or failed",
+                event.status,
+            )
+        return event.bound
+    if isinstance(event, ConnectionClosed):
+        raise ProtocolError("the proxy closed the connection before replying")
+    raise ProtocolError(f"expected a reply, got {event!r}")
+
+
+def negotiate(
+    connection: ClientConnection,
+    proxy: Proxy,
+    command: Command,
+    destination: Address,
+    methods: list[ClientAuth] | None = None,
+) -> Steps:
+    """Greeting, authentication and request; returns BND.ADDR/BND.PORT of the (first) reply."""
+    if proxy.version == 4:
+        user_id = (proxy.username or "").encode()
+        yield connection.send(Socks4Request(command, destination, user_id))
+        return _expect_reply((yield READ))
+    offered = methods if methods is not None else methods_for(proxy)
+    yield connection.send(Greeting(tuple(method.code for method in offered)))
+    selected = yield READ
+    if isinstance(selected, ConnectionClosed):
+        raise ProtocolError("the proxy closed the connection after the greeting")
+    assert isinstance(selected, MethodSelected)
+    if not selected.acceptable:
+        codes = ", ".join(f"X'{m.code:02X}'" for m in offered)
+        raise AuthFailed(f"the proxy accepts none of the methods offered ({codes})")
+    method = next(m for m in offered if m.code == selected.method)
+    yield from method.authenticate(connection)
+    yield connection.send(CommandRequest(command, destination))
+    return _expect_reply((yield READ))
+
+
+def second_reply() -> Steps:
+    """BIND's second reply: the address of the peer that connected."""
+    return _expect_reply((yield READ))
+
+
+def destination_for(proxy: Proxy, host: str, port: int) -> Address:
+    """DST.ADDR for `host`: as given (an IP, or a name the proxy resolves)."""
+    address = Address.from_host(host, port)
+    if proxy.version == 4 and isinstance(address.host, DomainName) and not proxy.remote_dns:
+        raise ValueError("socks4:// needs an IPv4 address; resolve it first or use socks4a://")
+    return address

@@ -1,0 +1,100 @@
+"""Proxy addresses: `socks5://user:pass@host:port` URLs and their keyword twin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+#: URL scheme -> (SOCKS version, whether the proxy resolves names)
+SCHEMES: dict[str, tuple[int, bool]] = {
+    "socks5": (5, False),
+    "socks5h": (5, True),
+    "socks4": (4, False),
+    "socks4a": (4, True),
+}
+DEFAULT_PORT = 1080
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """One SOCKS proxy to go through.
+
+    Args:
+        host: the proxy's host name or IP address (IPv6 without brackets).
+        port: the proxy's port.
+        version: 5 or 4.
+        remote_dns: send destination names to the proxy to resolve (`socks5h`, `socks4a`)
+            instead of resolving them here (`socks5`, `socks4`).
+        username, password: RFC 1929 credentials (SOCKS5); for SOCKS4 the username is the
+            USERID.
+    """
+
+    host: str
+    port: int = DEFAULT_PORT
+    version: int = 5
+    remote_dns: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.version not in (4, 5):
+            raise ValueError(f"SOCKS version must be 4 or 5, not {self.version}")
+        if not 0 < self.port <= 0xFFFF:
+            raise ValueError(f"port out of range: {self.port}")
+
+    @classmethod
+    def from_url(cls, url: str) -> Proxy:
+        """Parse `socks5://[user:pass@]host:port`, `socks5h://`, `socks4://`, `socks4a://`.
+
+        IPv6 literals go in brackets (`socks5://[::1]:1080`); user and password may be
+        percent-encoded. The port defaults to 1080.
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"unsupported proxy scheme {parts.scheme!r} (one of {', '.join(SCHEMES)})"
+            )
+        if not parts.hostname:
+            raise ValueError(f"no proxy host in {url!r}")
+        version, remote_dns = SCHEMES[scheme]
+        return cls(
+            host=parts.hostname,
+            port=parts.port or DEFAULT_PORT,
+            version=version,
+            remote_dns=remote_dns,
+            username=unquote(parts.username) if parts.username is not None else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+        )
+
+    @property
+    def url(self) -> str:
+        """The proxy as a URL (password shown as `***`)."""
+        scheme = {
+            (5, False): "socks5",
+            (5, True): "socks5h",
+            (4, False): "socks4",
+            (4, True): "socks4a",
+        }
+        credentials = ""
+        if self.username is not None:
+            credentials = self.username + (":***" if self.password is not None else "") + "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme[(self.version, self.remote_dns)]}://{credentials}{host}:{self.port}"
+
+
+ProxyLike = Proxy | str
+
+
+def as_proxy(proxy: ProxyLike) -> Proxy:
+    """A `Proxy` from a `Proxy` or a URL."""
+    return proxy if isinstance(proxy, Proxy) else Proxy.from_url(proxy)
+
+
+def as_chain(proxy: ProxyLike | list[ProxyLike] | tuple[ProxyLike, ...]) -> list[Proxy]:
+    """A list of proxies to go through in order, from one proxy or several."""
+    if isinstance(proxy, list | tuple):
+        if not proxy:
+            raise ValueError("empty proxy chain")
+        return [as_proxy(p) for p in proxy]
+    return [as_proxy(proxy)]
