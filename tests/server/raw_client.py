@@ -3,6 +3,9 @@
 Well-formed messages come from the `proto` codecs (`request_bytes`, `userpass_bytes`);
 malformed ones are written out by the tests themselves. Replies are read one octet at a time,
 so nothing a destination sends after the reply is swallowed by the handshake.
+
+SOCKS4 requests and UDP request headers (RFC 1928 §7) come from the same codecs; UDP helpers
+use blocking sockets with `IO_TIMEOUT`, so a datagram that never comes fails the test.
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ from socks5d.proto import (
     CommandRequest,
     Greeting,
     MethodSelected,
+    Socks4Request,
+    Socks4Response,
+    UdpDatagram,
     UserPassAuth,
+    decode_udp,
+    encode_udp,
 )
 from socks5d.proto.buffer import Cursor, NeedData
 from socks5d.proto.constants import USERPASS_VERSION
 from socks5d.proto.rfc1928 import decode_reply, encode_request
+from socks5d.proto.socks4 import decode_socks4_response, encode_socks4_request
 
 #: Seconds any single blocking socket call of a test may take before the test fails.
 IO_TIMEOUT = 5.0
@@ -130,3 +139,77 @@ def loopback_address(sock: socket.socket) -> Address:
     """The SOCKS address of a listening socket."""
     host, port = sock.getsockname()[:2]
     return Address.from_host(host, port)
+
+
+#: VN, CD, DSTPORT, DSTIP of a SOCKS4 reply.
+SOCKS4_REPLY_SIZE = 8
+
+
+def open_request(
+    server: Any, command: Command, destination: Address, *, source: str | None = None
+) -> tuple[socket.socket, CommandReply]:
+    """Greet without authentication, send one request; returns the socket and the (first) reply.
+
+    `source` is the local address to connect from (e.g. "127.0.0.2"). Nothing after the reply
+    is read: a BIND's second reply, relay data or EOF stay in the socket.
+    """
+    if source is None:
+        sock = connect(server)
+    else:
+        sock = socket.create_connection(
+            server.address, timeout=IO_TIMEOUT, source_address=(source, 0)
+        )
+    try:
+        sock.sendall(greeting_bytes(AuthMethod.NO_AUTHENTICATION_REQUIRED))
+        selected = recv_exactly(sock, 2)
+        assert selected == bytes([SOCKS5_VERSION, AuthMethod.NO_AUTHENTICATION_REQUIRED])
+        sock.sendall(request_bytes(command, destination))
+        reply, _ = read_reply(sock)
+        return sock, reply
+    except BaseException:
+        sock.close()
+        raise
+
+
+def socks4_request_bytes(command: Command, destination: Address, user_id: bytes = b"") -> bytes:
+    """VN, CD, DSTPORT, DSTIP, USERID, NULL (and the SOCKS4a name when `destination` has one)."""
+    return encode_socks4_request(Socks4Request(command, destination, user_id))
+
+
+def read_socks4_reply(sock: socket.socket) -> Socks4Response:
+    """Read one SOCKS4 reply (8 octets)."""
+    return decode_socks4_response(Cursor(recv_exactly(sock, SOCKS4_REPLY_SIZE)))
+
+
+def udp_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A UDP socket bound to `host` on an ephemeral port, with the test's I/O timeout."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+        sock.settimeout(IO_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def udp_packet(destination: Address, data: bytes, fragment: int = 0) -> bytes:
+    """RSV, FRAG, ATYP, DST.ADDR, DST.PORT, DATA: one datagram for the relay."""
+    return encode_udp(UdpDatagram(destination, data, fragment))
+
+
+def receive_relayed(sock: socket.socket) -> UdpDatagram:
+    """The next datagram the relay sends `sock`, its header decoded."""
+    data, _ = sock.recvfrom(0x10000)
+    return decode_udp(data)
+
+
+def echo_once(sock: socket.socket) -> tuple[bytes, Address]:
+    """Be a UDP echo server for one datagram: receive it, send it back to its sender.
+
+    Returns the data and the address it came from.
+    """
+    data, sender = sock.recvfrom(0x10000)
+    sock.sendto(data, sender)
+    return data, Address.from_host(sender[0], sender[1])
