@@ -281,17 +281,6 @@ def test_closing_the_control_connection_ends_the_association_with_its_counts_log
         expect_port_unreachable(probe)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason=(
-        "src bug: serve_udp_associate closes the relay with DatagramTransport.close(), which "
-        "closes the socket only on a later loop iteration (call_soon(_call_connection_lost)); "
-        "the access record is logged before that, so a datagram sent when the record is "
-        "logged is queued on the doomed socket and silently discarded instead of drawing "
-        "ICMP port unreachable"
-    ),
-)
 def test_relay_socket_is_already_closed_when_the_record_is_logged(
     socks_server, client_udp, echo, on_record
 ) -> None:

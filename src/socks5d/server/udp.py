@@ -121,6 +121,8 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.names = names
         self.family = family
         self.transport: asyncio.DatagramTransport | None = None
+        #: set once the socket is really closed (asyncio closes it a loop pass after close())
+        self.closed = asyncio.Event()
         self.peers: OrderedDict[tuple[IPAddress, int], None] = OrderedDict()
         self.resolutions: set[asyncio.Task[None]] = set()
         self.bytes_up = 0
@@ -130,6 +132,9 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier datagram (port unreachable...): UDP has no one to tell.
@@ -282,6 +287,7 @@ async def serve_udp_associate(session: Session, request: Request) -> None:
         session.record["outcome"] = await _serve(session, association)
     finally:
         association.close()
+        await association.closed.wait()  # "its socket is closed at once": before the log line
         session.record.update(
             bytes_up=association.bytes_up,
             bytes_down=association.bytes_down,

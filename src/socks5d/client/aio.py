@@ -1,0 +1,408 @@
+"""The asyncio SOCKS client: CONNECT (streams or a socket), BIND, UDP ASSOCIATE, chains.
+
+reader, writer = await open_connection("example.org", 80, proxy="socks5h://127.0.0.1:1080")
+sock = await connect("example.org", 80, proxy=["socks5://a:1080", "socks5h://b:1080"])
+binding = await open_bind("peer.example", 0, proxy=url)   # binding.address: where to connect
+reader, writer = await binding.accept()                   # once the peer has connected
+async with await open_udp(proxy=url) as udp:
+    await udp.sendto(b"query", ("198.51.100.7", 53))
+    data, (host, port) = await udp.recvfrom()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from itertools import pairwise
+from types import TracebackType
+from typing import Any
+
+from socks5d.client.handshake import (
+    READ,
+    Steps,
+    destination_for,
+    negotiate,
+    second_reply,
+    take_event,
+)
+from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.errors import ProtocolError, ProxyTimeout
+from socks5d.net import Target, connect_first, interleave
+from socks5d.proto import (
+    Address,
+    AddressType,
+    ClientConnection,
+    Command,
+    DomainName,
+    Event,
+    UdpDatagram,
+    decode_udp,
+    encode_udp,
+)
+from socks5d.server.addresses import address_of
+
+#: Seconds allowed for connecting to the first proxy, and for each handshake.
+DEFAULT_TIMEOUT = 30.0
+PEEK_SIZE = 4096
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def _read_event(sock: socket.socket, connection: ClientConnection) -> Event:
+    """The proxy's next message, consuming from the socket exactly the bytes it used."""
+    while True:
+        await _readable(sock)
+        try:
+            peeked = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        event, used = take_event(connection, peeked)
+        if used:
+            sock.recv(used)
+        if event is not None:
+            return event
+
+
+async def _drive(steps: Steps, sock: socket.socket, connection: ClientConnection) -> Address:
+    loop = asyncio.get_running_loop()
+    message: Event | None = None
+    try:
+        while True:
+            step = steps.send(message)
+            if step is READ:
+                message = await _read_event(sock, connection)
+            else:
+                assert isinstance(step, bytes)
+                await loop.sock_sendall(sock, step)
+                message = None
+    except StopIteration as done:
+        bound: Address = done.value
+        return bound
+
+
+async def _resolve(host: str, port: int) -> list[Target]:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        return interleave([(family, sockaddr) for family, _, _, _, sockaddr in infos])  # type: ignore[misc]
+    if address.version == 6:
+        return [(socket.AF_INET6, (host, port, 0, 0))]
+    return [(socket.AF_INET, (host, port))]
+
+
+async def _destination(proxy: Proxy, host: str, port: int) -> Address:
+    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
+    resolved here (socks5, socks4).
+    """
+    address = Address.from_host(host, port)
+    if isinstance(address.host, DomainName) and not proxy.remote_dns:
+        targets = await _resolve(host, port)
+        if proxy.version == 4:
+            targets = [t for t in targets if t[0] == socket.AF_INET]
+        if not targets:
+            raise socket.gaierror(socket.EAI_NONAME, f"no usable address for {host}")
+        return Address.from_host(targets[0][1][0], port)
+    return destination_for(proxy, host, port)
+
+
+def _proxy_ip(sock: socket.socket) -> str:
+    return str(sock.getpeername()[0])
+
+
+def _usable(bound: Address, sock: socket.socket) -> Address:
+    """A reply's BND.ADDR as an address to use: a wildcard means the proxy's own address."""
+    host = bound.host
+    if not isinstance(host, DomainName) and host == type(host)(0):
+        return Address.from_host(_proxy_ip(sock), bound.port)
+    return bound
+
+
+async def _through_chain(
+    chain: list[Proxy], command: Command, host: str, port: int, timeout: float
+) -> tuple[socket.socket, ClientConnection, Address]:
+    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
+    last. Returns the socket, the last handshake's connection and the (first) reply's address.
+    """
+    first = chain[0]
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await connect_first(await _resolve(first.host, first.port))
+    except TimeoutError:
+        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout:g} s") from None
+    try:
+        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
+        hops.append((chain[-1], command, host, port))
+        for proxy, hop_command, hop_host, hop_port in hops:
+            connection = ClientConnection()
+            try:
+                async with asyncio.timeout(timeout):
+                    destination = await _destination(proxy, hop_host, hop_port)
+                    bound = await _drive(
+                        negotiate(connection, proxy, hop_command, destination), sock, connection
+                    )
+            except TimeoutError:
+                raise ProxyTimeout(
+                    f"no reply from proxy {proxy.url} within {timeout:g} s"
+                ) from None
+        return sock, connection, _usable(bound, sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def connect(
+    host: str, port: int, *, proxy: ProxyLike | list[ProxyLike], timeout: float = DEFAULT_TIMEOUT
+) -> socket.socket:
+    """A non-blocking socket connected to `host`:`port` through `proxy` (one, or a chain).
+
+    Raises:
+        Socks5Error: the subclass for the proxy's reply (e.g. `ConnectionRefused` for X'05'),
+            `AuthFailed`, `RequestRejected` (SOCKS4), `ProxyTimeout` or `ProtocolError`.
+        OSError: the first proxy cannot be reached.
+    """
+    sock, _, _ = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
+    return sock
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    proxy: ProxyLike | list[ProxyLike],
+    timeout: float = DEFAULT_TIMEOUT,
+    limit: int = 2**16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Like `asyncio.open_connection`, through `proxy`. Raises as `connect` does."""
+    sock = await connect(host, port, proxy=proxy, timeout=timeout)
+    try:
+        return await asyncio.open_connection(sock=sock, limit=limit)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class Binding:
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer.
+
+    RFC 1928 §6: "The first [reply] is sent after the server creates and binds a new socket.
+    [...] The second reply occurs only after the anticipated incoming connection succeeds or
+    fails."
+    """
+
+    def __init__(self, sock: socket.socket, connection: ClientConnection, address: Address) -> None:
+        self._sock = sock
+        self._connection = connection
+        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
+        self.address = address
+        #: the peer's address, once it has connected
+        self.peer: Address | None = None
+
+    async def accept_socket(self, timeout: float | None = None) -> socket.socket:
+        """Wait for the second reply; return the socket, now connected to the peer."""
+        try:
+            async with asyncio.timeout(timeout):
+                self.peer = await _drive(second_reply(), self._sock, self._connection)
+        except TimeoutError:
+            self.close()
+            raise ProxyTimeout("no incoming connection in time") from None
+        except BaseException:
+            self.close()
+            raise
+        return self._sock
+
+    async def accept(
+        self, timeout: float | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Wait for the second reply; return a stream pair connected to the peer."""
+        sock = await self.accept_socket(timeout)
+        try:
+            return await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        """Give up the BIND (the proxy stops listening)."""
+        self._sock.close()
+
+
+async def open_bind(
+    host: str,
+    port: int,
+    *,
+    proxy: ProxyLike | list[ProxyLike],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Binding:
+    """Ask the (last) proxy to listen for one connection from `host` (0.0.0.0: anyone).
+
+    Returns once the proxy listens: `binding.address` says where; `await binding.accept()`.
+    """
+    sock, connection, bound = await _through_chain(
+        as_chain(proxy), Command.BIND, host, port, timeout
+    )
+    return Binding(sock, connection, bound)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """Receives the relay's datagrams into a bounded queue (a full queue drops, as UDP does)."""
+
+    def __init__(self, relay: Address, queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None]):
+        self.relay = relay
+        self.queue = queue
+        #: datagrams dropped: not from the relay, malformed, fragments, or queue full
+        self.dropped = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if address_of(addr) != self.relay:
+            self.dropped += 1
+            return
+        try:
+            datagram = decode_udp(data)
+        except ProtocolError:
+            self.dropped += 1
+            return
+        if datagram.fragment != 0:  # RFC 1928 §7: no fragmentation support, so drop
+            self.dropped += 1
+            return
+        source = datagram.destination
+        try:
+            self.queue.put_nowait((datagram.data, (str(source.host), source.port)))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+class UdpEndpoint:
+    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
+    connection stays open for the association's life and closes with it.
+    """
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        control: socket.socket,
+        transport: asyncio.DatagramTransport,
+        protocol: _Datagrams,
+    ) -> None:
+        self.proxy = proxy
+        self._control = control
+        self._transport = transport
+        self._protocol = protocol
+        self._watch = asyncio.create_task(self._watch_control())
+        #: BND.ADDR/BND.PORT: the relay datagrams go to
+        self.relay = protocol.relay
+
+    async def _watch_control(self) -> None:
+        """RFC 1928 §6: the association ends with its TCP connection; tell recvfrom."""
+        while True:
+            await _readable(self._control)
+            try:
+                if not self._control.recv(PEEK_SIZE):
+                    break
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+        self._transport.close()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._protocol.queue.put_nowait(None)
+
+    async def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        """Send `data` to `address` (host, port) through the relay."""
+        if self._transport.is_closing():
+            raise ConnectionError("the UDP association is closed")
+        destination = await _destination(self.proxy, address[0], address[1])
+        self._transport.sendto(encode_udp(UdpDatagram(destination, data)), _sockaddr(self.relay))
+
+    async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram and the (host, port) it came from.
+
+        Raises:
+            ConnectionError: the association ended (the proxy closed the TCP connection).
+            ProxyTimeout: nothing arrived within `timeout` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._protocol.queue.get()
+        except TimeoutError:
+            raise ProxyTimeout("no datagram in time") from None
+        if item is None:
+            self._protocol.queue.put_nowait(None)  # every later call fails the same way
+            raise ConnectionError("the UDP association is closed")
+        return item
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped on the way in."""
+        return self._protocol.dropped
+
+    async def close(self) -> None:
+        """End the association: close the UDP socket and the TCP control connection."""
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        self._transport.close()
+        self._control.close()
+
+    async def __aenter__(self) -> UdpEndpoint:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _sockaddr(address: Address) -> tuple[str, int]:
+    return str(address.host), address.port
+
+
+#: Datagrams held for `recvfrom` before more are dropped.
+UDP_QUEUE_SIZE = 256
+
+
+async def open_udp(
+    *, proxy: ProxyLike | list[ProxyLike], timeout: float = DEFAULT_TIMEOUT
+) -> UdpEndpoint:
+    """Open a UDP association with `proxy` (SOCKS5; a chain is not possible for UDP).
+
+    The request names 0.0.0.0:0 (RFC 1928 §6: "If the client is not in possession of the
+    information at the time of the UDP ASSOCIATE, the client MUST use a port number and
+    address of all zeros"); datagrams are sent from the address the TCP connection uses.
+    """
+    chain = as_chain(proxy)
+    if len(chain) != 1 or chain[0].version != 5:
+        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    control, _, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    try:
+        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
+        local_ip = control.getsockname()[0] if control.family == family else ""
+        queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
+        protocol = _Datagrams(relay, queue)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: protocol, local_addr=(local_ip, 0), family=family
+        )
+    except BaseException:
+        control.close()
+        raise
+    return UdpEndpoint(chain[0], control, transport, protocol)
