@@ -1,0 +1,273 @@
+"""The blocking SOCKS client: the same operations as `socks5d.client.aio`, with sockets.
+
+sock = create_connection(("example.org", 80), proxy="socks5h://127.0.0.1:1080")
+binding = open_bind("peer.example", 0, proxy=url)   # binding.address: where to connect
+conn = binding.accept()                             # once the peer has connected
+with open_udp(proxy=url) as udp:
+    udp.sendto(b"query", ("198.51.100.7", 53))
+    data, (host, port) = udp.recvfrom()
+"""
+
+from __future__ import annotations
+
+import socket
+from itertools import pairwise
+from types import TracebackType
+
+from socks5d.client.handshake import (
+    READ,
+    Steps,
+    destination_for,
+    negotiate,
+    second_reply,
+    take_event,
+)
+from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.errors import ProtocolError, ProxyTimeout
+from socks5d.proto import (
+    Address,
+    AddressType,
+    ClientConnection,
+    Command,
+    DomainName,
+    Event,
+    UdpDatagram,
+    decode_udp,
+    encode_udp,
+)
+from socks5d.server.addresses import address_of
+
+#: Seconds allowed for connecting to the first proxy, and for each handshake.
+DEFAULT_TIMEOUT = 30.0
+PEEK_SIZE = 4096
+#: The largest datagram received (the largest UDP payload over IPv4 is 65507).
+MAX_DATAGRAM = 65535
+
+
+def _read_event(sock: socket.socket, connection: ClientConnection) -> Event:
+    """The proxy's next message, consuming from the socket exactly the bytes it used."""
+    while True:
+        event, used = take_event(connection, sock.recv(PEEK_SIZE, socket.MSG_PEEK))
+        if used:
+            sock.recv(used)
+        if event is not None:
+            return event
+
+
+def _drive(steps: Steps, sock: socket.socket, connection: ClientConnection) -> Address:
+    message: Event | None = None
+    try:
+        while True:
+            step = steps.send(message)
+            if step is READ:
+                message = _read_event(sock, connection)
+            else:
+                assert isinstance(step, bytes)
+                sock.sendall(step)
+                message = None
+    except StopIteration as done:
+        bound: Address = done.value
+        return bound
+    except TimeoutError:
+        raise ProxyTimeout("no answer from the proxy in time") from None
+
+
+def _destination(proxy: Proxy, host: str, port: int) -> Address:
+    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
+    resolved here (socks5, socks4).
+    """
+    address = Address.from_host(host, port)
+    if isinstance(address.host, DomainName) and not proxy.remote_dns:
+        family = socket.AF_INET if proxy.version == 4 else socket.AF_UNSPEC
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        return Address.from_host(str(infos[0][4][0]), port)
+    return destination_for(proxy, host, port)
+
+
+def _usable(bound: Address, sock: socket.socket) -> Address:
+    """A reply's BND.ADDR as an address to use: a wildcard means the proxy's own address."""
+    host = bound.host
+    if not isinstance(host, DomainName) and host == type(host)(0):
+        return Address.from_host(str(sock.getpeername()[0]), bound.port)
+    return bound
+
+
+def _through_chain(
+    chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
+) -> tuple[socket.socket, ClientConnection, Address]:
+    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
+    last. Returns the (blocking) socket, the last handshake's connection and the reply address.
+    """
+    first = chain[0]
+    try:
+        sock = socket.create_connection((first.host, first.port), timeout=timeout)
+    except TimeoutError:
+        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout} s") from None
+    try:
+        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
+        hops.append((chain[-1], command, host, port))
+        for proxy, hop_command, hop_host, hop_port in hops:
+            connection = ClientConnection()
+            destination = _destination(proxy, hop_host, hop_port)
+            bound = _drive(negotiate(connection, proxy, hop_command, destination), sock, connection)
+        sock.settimeout(None)
+        return sock, connection, _usable(bound, sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    proxy: ProxyLike | list[ProxyLike],
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> socket.socket:
+    """A blocking socket connected to `host`:`port` through `proxy` (one, or a chain).
+
+    `timeout` bounds connecting to the first proxy and each handshake; the returned socket
+    has no timeout.
+
+    Raises:
+        Socks5Error: the subclass for the proxy's reply (e.g. `ConnectionRefused` for X'05'),
+            `AuthFailed`, `RequestRejected` (SOCKS4), `ProxyTimeout` or `ProtocolError`.
+        OSError: the first proxy cannot be reached.
+    """
+    sock, _, _ = _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
+    return sock
+
+
+def create_connection(
+    address: tuple[str, int],
+    timeout: float | None = DEFAULT_TIMEOUT,
+    *,
+    proxy: ProxyLike | list[ProxyLike],
+) -> socket.socket:
+    """`socket.create_connection` through `proxy`."""
+    return connect(address[0], address[1], proxy=proxy, timeout=timeout)
+
+
+class Binding:
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer."""
+
+    def __init__(self, sock: socket.socket, connection: ClientConnection, address: Address) -> None:
+        self._sock = sock
+        self._connection = connection
+        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
+        self.address = address
+        #: the peer's address, once it has connected
+        self.peer: Address | None = None
+
+    def accept(self, timeout: float | None = None) -> socket.socket:
+        """Wait for the second reply; return the socket, now connected to the peer."""
+        self._sock.settimeout(timeout)
+        try:
+            self.peer = _drive(second_reply(), self._sock, self._connection)
+        except BaseException:
+            self.close()
+            raise
+        self._sock.settimeout(None)
+        return self._sock
+
+    def close(self) -> None:
+        """Give up the BIND (the proxy stops listening)."""
+        self._sock.close()
+
+
+def open_bind(
+    host: str,
+    port: int,
+    *,
+    proxy: ProxyLike | list[ProxyLike],
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Binding:
+    """Ask the (last) proxy to listen for one connection from `host` (0.0.0.0: anyone)."""
+    sock, connection, bound = _through_chain(as_chain(proxy), Command.BIND, host, port, timeout)
+    return Binding(sock, connection, bound)
+
+
+class UdpEndpoint:
+    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
+    connection stays open for the association's life and closes with it.
+    """
+
+    def __init__(self, proxy: Proxy, control: socket.socket, relay: Address) -> None:
+        self.proxy = proxy
+        self._control = control
+        #: BND.ADDR/BND.PORT: the relay datagrams go to
+        self.relay = relay
+        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            local_ip = control.getsockname()[0] if control.family == family else ""
+            self._sock.bind((local_ip, 0))
+        except BaseException:
+            self._sock.close()
+            raise
+        #: datagrams dropped on the way in (not from the relay, malformed, fragments)
+        self.dropped = 0
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        """Send `data` to `address` (host, port) through the relay."""
+        destination = _destination(self.proxy, address[0], address[1])
+        self._sock.sendto(
+            encode_udp(UdpDatagram(destination, data)), (str(self.relay.host), self.relay.port)
+        )
+
+    def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram and the (host, port) it came from.
+
+        Raises:
+            ProxyTimeout: nothing arrived within `timeout` seconds.
+        """
+        self._sock.settimeout(timeout)
+        while True:
+            try:
+                data, sender = self._sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                raise ProxyTimeout("no datagram in time") from None
+            if address_of(sender) != self.relay:
+                self.dropped += 1
+                continue
+            try:
+                datagram = decode_udp(data)
+            except ProtocolError:
+                self.dropped += 1
+                continue
+            if datagram.fragment != 0:  # RFC 1928 §7: no fragmentation support, so drop
+                self.dropped += 1
+                continue
+            source = datagram.destination
+            return datagram.data, (str(source.host), source.port)
+
+    def close(self) -> None:
+        """End the association: close the UDP socket and the TCP control connection."""
+        self._sock.close()
+        self._control.close()
+
+    def __enter__(self) -> UdpEndpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_udp(
+    *, proxy: ProxyLike | list[ProxyLike], timeout: float | None = DEFAULT_TIMEOUT
+) -> UdpEndpoint:
+    """Open a UDP association with `proxy` (one SOCKS5 proxy)."""
+    chain = as_chain(proxy)
+    if len(chain) != 1 or chain[0].version != 5:
+        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    control, _, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    try:
+        return UdpEndpoint(chain[0], control, relay)
+    except BaseException:
+        control.close()
+        raise
