@@ -1,4 +1,5 @@
-"""Command line: `socks5d serve`, `socks5d passwd`, `socks5d check-config`.
+"""Command line: `socks5d serve`, `passwd`, `check-config`, and the client commands
+`connect` and `udp`.
 
 `main(argv)` returns the exit status, so tests call it in-process.
 """
@@ -9,14 +10,18 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import signal
+import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from socks5d import __version__
+from socks5d.client import sync
 from socks5d.config import AUTH_METHODS, LOG_FORMATS, ServerConfig, load_config
-from socks5d.errors import ConfigError
+from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.server.accesslog import configure_logging
 from socks5d.server.listen import Server
 from socks5d.users import UserDatabase, set_password
@@ -67,6 +72,26 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path, metavar="FILE")
+
+    connect = commands.add_parser(
+        "connect",
+        help="pipe stdin/stdout to HOST PORT through a proxy (an ssh ProxyCommand, like nc -X 5)",
+    )
+    udp = commands.add_parser(
+        "udp", help="send stdin lines as datagrams to HOST PORT through a proxy, print replies"
+    )
+    for client_command in (connect, udp):
+        client_command.add_argument(
+            "--proxy",
+            action="append",
+            required=True,
+            metavar="URL",
+            help="socks5://[user:pass@]host:port (also socks5h, socks4, socks4a); "
+            "repeat to chain proxies",
+        )
+        client_command.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+        client_command.add_argument("host", metavar="HOST")
+        client_command.add_argument("port", type=int, metavar="PORT")
     return parser
 
 
@@ -78,10 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "passwd":
             return _passwd(args.file, args.name)
+        if args.command == "connect":
+            return _connect(args.proxy, args.host, args.port, args.timeout)
+        if args.command == "udp":
+            return _udp(args.proxy, args.host, args.port, args.timeout)
         return _check_config(args.file)
     except ConfigError as exc:
         print(f"socks5d: {exc}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as exc:  # Socks5Error is an OSError or carries its message
+        print(f"socks5d: {exc}", file=sys.stderr)
+        return 1
+    except Socks5Error as exc:
+        print(f"socks5d: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -141,3 +176,38 @@ def _check_config(path: Path) -> int:
     listen = ", ".join(str(address) for address in config.listen)
     print(f"{path}: OK (listen {listen})")
     return 0
+
+
+def _copy_stdin_to(sock: socket.socket) -> None:
+    """stdin -> socket; at end of input, shut down our sending side (half-close)."""
+    try:
+        while data := os.read(sys.stdin.fileno(), 65536):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the connection is gone; the other direction reports it
+
+
+def _connect(proxies: list[str], host: str, port: int, timeout: float) -> int:
+    sock = sync.connect(host, port, proxy=list(proxies), timeout=timeout)
+    with sock:
+        threading.Thread(target=_copy_stdin_to, args=(sock,), daemon=True).start()
+        while data := sock.recv(65536):
+            os.write(sys.stdout.fileno(), data)
+    return 0
+
+
+def _udp(proxies: list[str], host: str, port: int, timeout: float) -> int:
+    status = 0
+    with sync.open_udp(proxy=list(proxies), timeout=timeout) as endpoint:
+        for line in sys.stdin.buffer:
+            endpoint.sendto(line.rstrip(b"\r\n"), (host, port))
+            try:
+                data, _ = endpoint.recvfrom(timeout=timeout)
+            except ProxyTimeout:
+                print(f"socks5d: no reply within {timeout:g} s", file=sys.stderr)
+                status = 1
+                continue
+            sys.stdout.buffer.write(data + b"\n")
+            sys.stdout.buffer.flush()
+    return status
