@@ -1,4 +1,5 @@
-"""Outbound TCP connections for server and client alike: addresses raced happy-eyeballs style.
+"""Socket-level helpers for server and client alike: socket addresses as protocol addresses,
+and outbound TCP connections with addresses raced happy-eyeballs style.
 
 RFC 8305: addresses of both families interleaved, a new attempt started every
 `ATTEMPT_DELAY` seconds or as soon as the previous one fails; the first to connect wins and
@@ -8,8 +9,10 @@ the rest are cancelled and closed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from socks5d.errors import (
     ConnectionRefused,
@@ -18,6 +21,28 @@ from socks5d.errors import (
     Socks5Error,
     error_for_oserror,
 )
+from socks5d.proto import Address
+
+
+def format_peer(address: Any) -> str:
+    """`host:port` of a socket address, IPv6 in brackets."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unmapped(
+    host: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address inside an IPv4-mapped IPv6 address (::ffff:a.b.c.d), else `host`."""
+    if isinstance(host, ipaddress.IPv6Address) and host.ipv4_mapped is not None:
+        return host.ipv4_mapped
+    return host
+
+
+def address_of(sockaddr: Any) -> Address:
+    """A socket address as a protocol `Address`; IPv4-mapped IPv6 addresses become IPv4."""
+    return Address(unmapped(ipaddress.ip_address(sockaddr[0].partition("%")[0])), sockaddr[1])
+
 
 #: RFC 8305 §5: "A simple implementation can have a fixed delay ... 250 milliseconds".
 ATTEMPT_DELAY = 0.25

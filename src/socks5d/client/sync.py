@@ -24,6 +24,7 @@ from socks5d.client.handshake import (
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.errors import ProtocolError, ProxyTimeout
+from socks5d.net import address_of
 from socks5d.proto import (
     Address,
     AddressType,
@@ -35,7 +36,6 @@ from socks5d.proto import (
     decode_udp,
     encode_udp,
 )
-from socks5d.server.addresses import address_of
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0

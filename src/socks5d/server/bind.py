@@ -18,8 +18,8 @@ import socket
 from typing import TYPE_CHECKING
 
 from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
+from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, DomainName, Reply, Socks4Request
-from socks5d.server.addresses import address_of, format_peer, unmapped
 
 if TYPE_CHECKING:
     from socks5d.server.session import Request, Session

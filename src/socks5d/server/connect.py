@@ -11,10 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from socks5d.errors import Socks5Error, error_for_oserror
-from socks5d.net import Target, connect_first, interleave
+from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto.address import Address, DomainName
 from socks5d.proto.constants import Reply
-from socks5d.server.addresses import address_of
 
 if TYPE_CHECKING:
     from socks5d.server.session import Request, Session

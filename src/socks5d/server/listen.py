@@ -14,8 +14,8 @@ import logging
 import socket
 
 from socks5d.config import ListenAddress, ServerConfig
+from socks5d.net import format_peer
 from socks5d.proto.constants import AuthMethod
-from socks5d.server.addresses import format_peer
 from socks5d.server.auth import Authenticator
 from socks5d.server.connect import Resolver, system_resolver
 from socks5d.server.relay import RelayEngine, select_engine

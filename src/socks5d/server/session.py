@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, ProtocolError, Socks5Error
+from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_FIELDS, ACCESS_LOGGER
-from socks5d.server.addresses import address_of, format_peer
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect

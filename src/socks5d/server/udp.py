@@ -31,9 +31,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, cast
 
 from socks5d.errors import ProtocolError, Socks5Error
-from socks5d.net import Target
+from socks5d.net import Target, address_of, unmapped
 from socks5d.proto import Address, DomainName, Reply, UdpDatagram, decode_udp, encode_udp
-from socks5d.server.addresses import address_of, unmapped
 from socks5d.server.connect import Resolver
 
 if TYPE_CHECKING:
