@@ -11,10 +11,15 @@ and a 50 MB deterministic body (`big_body`) at /big; `echo_server` echoes TCP fo
 Every client talks to loopback, and some clients silently skip the proxy for loopback
 destinations, so a test that only checks the response proves nothing: `crossed_proxy()` waits
 for the access record of a tunnel to the destination that succeeded and carried bytes.
+
+The other way round, our client library against third-party servers (test_client_*.py):
+`echo_through(host, port, proxy)` runs each face of our client (asyncio, blocking) against
+`tcp_echoes` (one port on 127.0.0.1 and [::1]); `closed_port` refuses connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -32,6 +37,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
+from socks5d.client import aio, sync
 
 #: The body of GET /small.
 SMALL_BODY = b"socks5d interop origin: the small body\n"
@@ -218,6 +225,33 @@ def echo_server() -> Iterator[Endpoint]:
     """A TCP echo server on 127.0.0.1."""
     with EchoServer(("127.0.0.1", 0), _EchoHandler) as server, serving(server):
         yield Endpoint("127.0.0.1", server.server_address[1])
+
+
+class EchoServerV6(EchoServer):
+    """The TCP echo server on IPv6."""
+
+    address_family = socket.AF_INET6
+
+
+@pytest.fixture(scope="session")
+def tcp_echoes() -> Iterator[dict[str, Endpoint]]:
+    """TCP echo servers keyed by loopback address, both on one port: `tcp_echoes["::1"]`.
+
+    One port for both, so that a connection to "localhost" is echoed whichever address it
+    resolves to (here, or at the proxy).
+    """
+    for _ in range(10):
+        v4 = EchoServer(("127.0.0.1", 0), _EchoHandler)
+        port = v4.server_address[1]
+        try:
+            v6 = EchoServerV6(("::1", port), _EchoHandler)
+        except OSError:  # ::1 port taken by someone else: try another port
+            v4.server_close()
+            continue
+        with v4, v6, serving(v4), serving(v6):
+            yield {"127.0.0.1": Endpoint("127.0.0.1", port), "::1": Endpoint("::1", port)}
+        return
+    pytest.fail("no TCP port free on both 127.0.0.1 and ::1")
 
 
 # --------------------------------------------------------------------------- clients
@@ -415,3 +449,61 @@ def proxy(request: pytest.FixtureRequest) -> Any:
     if request.param == "dante":
         return request.getfixturevalue("dante_server")
     return Socks5dUnderTest(request.getfixturevalue("socks_server"))
+
+
+# --------------------------------------------------------------------------- our client library
+
+#: Seconds our client may take to reach a proxy, finish a handshake, or wait for an answer.
+CLIENT_TIMEOUT = 10.0
+#: What the client-library tests send through a tunnel to an echo server.
+PAYLOAD = b"socks5d client library, through a third-party proxy\n"
+
+
+async def _echo_with_aio(host: str, port: int, proxy: Any) -> bytes:
+    reader, writer = await aio.open_connection(host, port, proxy=proxy, timeout=CLIENT_TIMEOUT)
+    try:
+        writer.write(PAYLOAD)
+        await writer.drain()
+        async with asyncio.timeout(CLIENT_TIMEOUT):
+            return await reader.readexactly(len(PAYLOAD))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def echo_with_aio(host: str, port: int, proxy: Any) -> bytes:
+    """Send PAYLOAD to an echo server at `host`:`port` through `proxy` (a URL or a chain of
+    them) with `socks5d.client.open_connection`, return what comes back; closes the tunnel.
+    """
+    return asyncio.run(_echo_with_aio(host, port, proxy))
+
+
+def echo_with_sync(host: str, port: int, proxy: Any) -> bytes:
+    """The same with the blocking `socks5d.client.sync.create_connection`."""
+    with sync.create_connection((host, port), CLIENT_TIMEOUT, proxy=proxy) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        sock.sendall(PAYLOAD)
+        received = b""
+        while len(received) < len(PAYLOAD) and (chunk := sock.recv(len(PAYLOAD))):
+            received += chunk
+        return received
+
+
+#: The two faces of our client, behind one blocking signature: (host, port, proxy) -> echo.
+ECHO_CLIENTS = {"aio": echo_with_aio, "sync": echo_with_sync}
+
+
+@pytest.fixture(params=sorted(ECHO_CLIENTS))
+def echo_through(request: pytest.FixtureRequest) -> Any:
+    """Each face of our client in turn (`aio`, `sync`): `echo_through(host, port, proxy)`."""
+    return ECHO_CLIENTS[request.param]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[Endpoint]:
+    """A loopback port that refuses connections: bound, never listening, held for the test
+    so that nobody else can take it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield Endpoint("127.0.0.1", holder.getsockname()[1])

@@ -12,17 +12,21 @@ by the line it logs when a session ends, which carries byte counts for both dire
 
 (W bytes written to, R bytes read from the address pair it stands next to; UDP adds
 packet counts; Dante writes addresses as `127.0.0.1.1080`.)
+
+`write_sockd_conf` options (IPv6, `socksmethod: username`, blocked destinations) and
+`MicrosocksServer` serve the tests of our client library against third-party servers.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -139,34 +143,72 @@ def sockd_binary() -> str:
     pytest.fail("Dante's sockd is not installed; scripts/test.sh installs dante-server")
 
 
-def write_sockd_conf(path: Path, port: int) -> Path:
+def write_sockd_conf(
+    path: Path,
+    port: int,
+    *,
+    ipv6: bool = False,
+    socksmethod: str = "none",
+    blocked: Sequence[Endpoint] = (),
+) -> Path:
     """A minimal sockd.conf: no authentication, loopback on both sides, every command,
     a log line when each session starts and ends (with its byte counts) or is blocked (with
     its destination), all to stderr.
+
+    The options serve the client-library tests; the defaults give the configuration above.
+
+    Args:
+        ipv6: also listen on [::1]:`port`, add ::1 as a second external address, and pass
+            loopback to loopback across both families.
+        socksmethod: `username` checks RFC 1929 credentials against the system's accounts.
+        blocked: destinations a `socks block` rule refuses ahead of every pass rule.
     """
     users = ""
     if os.geteuid() == 0:
         # sockd refuses to run client sessions as root without being told; as another user
         # it runs as that user and needs no setting.
         users = "user.privileged: root\nuser.unprivileged: nobody\n"
-    path.write_text(
-        "logoutput: stderr\n"
-        f"internal: 127.0.0.1 port = {port}\n"
-        "external: 127.0.0.1\n"
-        "clientmethod: none\n"
-        "socksmethod: none\n"
-        f"{users}"
-        "client pass {\n"
-        "    from: 127.0.0.0/8 to: 127.0.0.0/8\n"
-        "    log: error\n"
+    internal = f"internal: 127.0.0.1 port = {port}\n"
+    external = "external: 127.0.0.1\n"
+    networks = ["127.0.0.0/8"]
+    anywhere = "0.0.0.0/0"
+    if ipv6:
+        internal += f"internal: ::1 port = {port}\n"
+        external += "external: ::1\n"
+        networks.append("::1/128")
+        anywhere = "0/0"  # Dante: "matches all IP addresses, be they IPv4 or IPv6"
+    client_rules = "".join(
+        f"client pass {{\n    from: {network} to: {network}\n    log: error\n}}\n"
+        for network in networks
+    )
+    block_rules = "".join(
+        "socks block {\n"
+        f"    from: {anywhere} to: {endpoint.host}/{128 if ':' in endpoint.host else 32}"
+        f" port = {endpoint.port}\n"
+        "    log: connect error\n"
         "}\n"
+        for endpoint in blocked
+    )
+    pass_rules = "".join(
         "socks pass {\n"
-        "    from: 127.0.0.0/8 to: 127.0.0.0/8\n"
+        f"    from: {source} to: {target}\n"
         "    command: bind connect udpassociate bindreply udpreply\n"
         "    log: connect disconnect error\n"
         "}\n"
+        for source, target in itertools.product(networks, networks)
+    )
+    path.write_text(
+        "logoutput: stderr\n"
+        f"{internal}"
+        f"{external}"
+        "clientmethod: none\n"
+        f"socksmethod: {socksmethod}\n"
+        f"{users}"
+        f"{client_rules}"
+        f"{block_rules}"
+        f"{pass_rules}"
         "socks block {\n"  # what no rule passes is blocked anyway; this logs it
-        "    from: 0.0.0.0/0 to: 0.0.0.0/0\n"
+        f"    from: {anywhere} to: {anywhere}\n"
         "    log: connect error\n"
         "}\n"
     )
@@ -179,8 +221,10 @@ class DanteServer:
     name = "dante"
     host = "127.0.0.1"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, **conf_options: Any) -> None:
         self.directory = directory
+        #: keyword options of `write_sockd_conf` (IPv6, authentication, blocked destinations)
+        self.conf_options = conf_options
         self.port = 0
         self.lines: list[str] = []
         self.condition = threading.Condition()
@@ -197,7 +241,7 @@ class DanteServer:
         """
         for _ in range(attempts):
             self.port = _free_port()
-            conf = write_sockd_conf(self.directory / "sockd.conf", self.port)
+            conf = write_sockd_conf(self.directory / "sockd.conf", self.port, **self.conf_options)
             self._spawn(conf)
             if self._wait_accepting():
                 return self
@@ -312,10 +356,129 @@ class DanteServer:
         return Crossing(int(match["up"]), int(match["down"]))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+def _free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- microsocks
+
+
+def microsocks_binary() -> str:
+    """The microsocks executable; fails the test when missing."""
+    path = shutil.which("microsocks", path=f"{os.environ.get('PATH', '')}:{_SBIN}")
+    if path is None:
+        pytest.fail("microsocks is not installed; scripts/test.sh installs microsocks")
+    return path
+
+
+class MicrosocksServer:
+    """microsocks (CONNECT only, SOCKS5 only) as a subprocess on loopback.
+
+    Proof of passage: one stderr line per CONNECT it carried out, naming the destination as
+    the client sent it (a name stays a name); it logs nothing for a refused request:
+
+        client[4] 127.0.0.1: connected to localhost:8080
+    """
+
+    name = "microsocks"
+
+    def __init__(
+        self, host: str = "127.0.0.1", username: str | None = None, password: str | None = None
+    ) -> None:
+        self.host = host
+        self.port = 0
+        self.credentials = [] if username is None else ["-u", username, "-P", password or ""]
+        self.lines: list[str] = []
+        self.condition = threading.Condition()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, attempts: int = 3) -> MicrosocksServer:
+        """Start microsocks on a free port and wait until it accepts connections (the port
+        may be taken between probing and binding: microsocks then exits, and we try again).
+        """
+        for _ in range(attempts):
+            self.port = _free_port(self.host)
+            self.lines = []
+            self.process = subprocess.Popen(
+                [microsocks_binary(), "-i", self.host, "-p", str(self.port), *self.credentials],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=clean_env(),
+            )
+            self._reader = threading.Thread(target=self._collect, args=(self.process,), daemon=True)
+            self._reader.start()
+            if self._wait_accepting():
+                return self
+            self.stop()
+        raise AssertionError(f"microsocks did not start:\n{self.log()}")
+
+    def _collect(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            with self.condition:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.condition.notify_all()
+
+    def _wait_accepting(self) -> bool:
+        """Poll the port with connection attempts, a bounded number of times."""
+        assert self.process is not None
+        for _ in range(int(WAIT_TIMEOUT / 0.05)):
+            if self.process.poll() is not None:
+                return False  # exited: port taken, or bad arguments
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0):
+                    return True
+            except OSError:
+                with self.condition:
+                    self.condition.wait(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Terminate microsocks by its PID and collect the rest of its log."""
+        process, reader = self.process, self._reader
+        if process is None or reader is None:
+            return
+        self.process = self._reader = None
+        try:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(WAIT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(WAIT_TIMEOUT)
+            reader.join(WAIT_TIMEOUT)
+        finally:
+            assert process.stderr is not None
+            process.stderr.close()
+
+    @property
+    def url(self) -> str:
+        """`socks5://HOST:PORT` (no credentials)."""
+        return f"socks5://{Endpoint(self.host, self.port).netloc}"
+
+    def log(self) -> str:
+        with self.condition:
+            return "\n".join(self.lines)
+
+    def connected(self, destination: str) -> str:
+        """The log line of a CONNECT to `destination` as the client named it (`HOST:PORT`,
+        IPv6 without brackets); waits for it to be written.
+        """
+        suffix = f": connected to {destination}"
+        with self.condition:
+            found = self.condition.wait_for(
+                lambda: next((line for line in self.lines if line.endswith(suffix)), None),
+                WAIT_TIMEOUT,
+            )
+        if found is None:
+            raise AssertionError(f"microsocks logged no CONNECT to {destination}:\n{self.log()}")
+        return found
 
 
 # --------------------------------------------------------------------------- socksify
