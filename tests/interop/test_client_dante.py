@@ -342,16 +342,7 @@ def udp_round_trip_sync(proxy: str, host: str, port: int) -> tuple[bytes, tuple[
 
 
 #: Dante answers a UDP ASSOCIATE for 0.0.0.0:0 that came over [::1] with an IPv4 relay
-#: (127.0.0.1). The asyncio client then asks create_datagram_endpoint() for
-#: local_addr=("", 0), family=AF_INET: asyncio resolves "" with getaddrinfo, which fails
-#: (the blocking client's bind(("", 0)) takes "" as INADDR_ANY and works).
-AIO_UDP_RELAY_FAMILY_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=socket.gaierror,
-    reason="client bug: aio.open_udp passes local_addr=('', 0) to create_datagram_endpoint "
-    "when the relay's address family differs from the control connection's; asyncio cannot "
-    "resolve '' (gaierror EAI_NONAME)",
-)
+#: (127.0.0.1): "aio-v6" proves the client binds its datagram socket in the relay's family.
 
 
 @pytest.mark.parametrize(
@@ -359,14 +350,7 @@ AIO_UDP_RELAY_FAMILY_BUG = pytest.mark.xfail(
     [
         pytest.param(udp_round_trip_aio, "socks5", "127.0.0.1", "127.0.0.1", id="aio-v4"),
         pytest.param(udp_round_trip_sync, "socks5", "127.0.0.1", "127.0.0.1", id="sync-v4"),
-        pytest.param(
-            udp_round_trip_aio,
-            "socks5",
-            "::1",
-            "::1",
-            id="aio-v6",
-            marks=AIO_UDP_RELAY_FAMILY_BUG,
-        ),
+        pytest.param(udp_round_trip_aio, "socks5", "::1", "::1", id="aio-v6"),
         pytest.param(udp_round_trip_sync, "socks5", "::1", "::1", id="sync-v6"),
         pytest.param(udp_round_trip_aio, "socks5h", "127.0.0.1", "localhost", id="aio-name"),
         pytest.param(udp_round_trip_sync, "socks5h", "127.0.0.1", "localhost", id="sync-name"),

@@ -45,6 +45,8 @@ from socks5d.proto import (
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
 PEEK_SIZE = 4096
+#: The wildcard address of each family.
+_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -395,7 +397,8 @@ async def open_udp(
     control, _, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
         family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
-        local_ip = control.getsockname()[0] if control.family == family else ""
+        # the IP of the TCP connection, which the proxy expects datagrams from; else any
+        local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
         protocol = _Datagrams(relay, queue)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(

@@ -40,6 +40,8 @@ from socks5d.proto import (
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
 PEEK_SIZE = 4096
+#: The wildcard address of each family.
+_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 #: The largest datagram received (the largest UDP payload over IPv4 is 65507).
 MAX_DATAGRAM = 65535
 
@@ -200,7 +202,8 @@ class UdpEndpoint:
         family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            local_ip = control.getsockname()[0] if control.family == family else ""
+            # the IP of the TCP connection, which the proxy expects datagrams from; else any
+            local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
             self._sock.bind((local_ip, 0))
         except BaseException:
             self._sock.close()
