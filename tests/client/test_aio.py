@@ -280,13 +280,6 @@ async def test_bind_accept_without_a_peer_raises_proxy_timeout_and_closes(socks_
     assert record["command"] == "bind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProxyTimeout,
-    reason="client bug: the proxy's second BIND reply X'06' (its own wait expired) raises "
-    "ProxyTimeout('no incoming connection in time') from Binding.accept_socket, because "
-    "TTLExpired is a TimeoutError and `except TimeoutError` converts it",
-)
 async def test_bind_expired_at_the_proxy_raises_ttl_expired(start_server) -> None:
     server = start_server(bind={"timeout": 0.2})
     binding = await open_bind("127.0.0.1", 0, proxy=server.url())

@@ -103,17 +103,6 @@ def reply_to_request_with(reply: bytes) -> Callable[[ProxySide], None]:
 # --- failure replies --------------------------------------------------------------------------
 
 
-#: TTLExpired is a TimeoutError, and both clients turn any TimeoutError raised during the
-#: handshake into ProxyTimeout (aio: `except TimeoutError` around `asyncio.timeout()` in
-#: _through_chain; sync: `except TimeoutError` in _drive).
-TTL_EXPIRED_BECOMES_PROXY_TIMEOUT = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="client bug: REP X'06' raises ProxyTimeout('no reply from proxy ... within 5 s') "
-    "instead of TTLExpired (reply X'06' and its meaning are lost)",
-)
-
-
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize(
     "vector",
@@ -121,9 +110,6 @@ TTL_EXPIRED_BECOMES_PROXY_TIMEOUT = pytest.mark.xfail(
         pytest.param(
             vector,
             id=vector.name,
-            marks=TTL_EXPIRED_BECOMES_PROXY_TIMEOUT
-            if vector.event.reply == Reply.TTL_EXPIRED
-            else (),
         )
         for vector in FAILURE_REPLIES
     ],
@@ -269,29 +255,15 @@ def _closes_before_the_auth_status(side: ProxySide) -> None:
     assert isinstance(side.receive(), UserPassAuth)
 
 
-#: take_event() computes the bytes to consume as len(peeked) - len(trailing_data); at EOF
-#: the peek is empty while the buffer still holds the partial message, so the count is
-#: negative and the client calls sock.recv(-n).
-NEGATIVE_RECV = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="client bug: EOF after a partial message -> take_event() returns a negative byte "
-    "count -> sock.recv(-n) raises ValueError('negative buffersize in recv'), "
-    "not ProtocolError",
-)
-
-
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize(
     ("script", "scheme"),
     [
         pytest.param(_closes_after_the_first_message, "socks5", id="after-greeting"),
-        pytest.param(
-            _closes_mid_method_selection, "socks5", id="mid-method-selection", marks=NEGATIVE_RECV
-        ),
+        pytest.param(_closes_mid_method_selection, "socks5", id="mid-method-selection"),
         pytest.param(_closes_before_the_auth_status, "userpass", id="before-auth-status"),
         pytest.param(_closes_before_replying, "socks5", id="before-reply"),
-        pytest.param(_closes_mid_reply, "socks5", id="mid-reply", marks=NEGATIVE_RECV),
+        pytest.param(_closes_mid_reply, "socks5", id="mid-reply"),
         pytest.param(_closes_after_the_first_message, "socks4", id="socks4-before-reply"),
     ],
 )
@@ -344,13 +316,6 @@ async def test_proxy_nobody_listens_on_raises_connection_refused_error(api: str)
     [
         pytest.param(
             "aio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="client bug: with nobody listening on the proxy's port, the asyncio "
-                "client raises socks5d.ConnectionRefused (a Socks5Error with .reply X'05', the "
-                "class a proxy's REP X'05' gives) - net.connect_first maps the OSError; the "
-                "blocking client raises the plain ConnectionRefusedError, as documented",
-            ),
         ),
         "sync",
     ],

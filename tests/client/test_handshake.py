@@ -243,12 +243,6 @@ def test_take_event_at_eof_after_a_whole_message_reports_closed() -> None:
     assert take_event(connection, b"") == (ConnectionClosed(0), 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: take_event(connection, b'') after a partial message returns "
-    "(ConnectionClosed(pending=3), -3): used = len(peeked) - len(trailing_data) counts "
-    "the buffered partial message; expected a count of 0 (nothing was peeked)",
-)
 def test_take_event_at_eof_after_a_partial_message_uses_nothing() -> None:
     connection = _awaiting_reply()
     assert take_event(connection, REPLY_SUCCEEDED[:3]) == (None, 3)

@@ -74,11 +74,6 @@ def test_keyword_defaults_are_socks5h_on_1080() -> None:
         pytest.param(
             "socks5://proxy.example:0",
             "out of range",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="client bug: Proxy.from_url('socks5://proxy.example:0') gives port 1080 "
-                "(`parts.port or DEFAULT_PORT`), while Proxy('h', port=0) raises ValueError",
-            ),
         ),
     ],
 )
@@ -127,12 +122,6 @@ def test_url_property_parses_back_to_the_same_proxy(url: str) -> None:
     assert Proxy.from_url(proxy.url) == proxy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: Proxy.url does not percent-encode the username: "
-    "Proxy('h', 1, username='a/b').url == 'socks5h://a/b@h:1' parses as host 'a'; "
-    "username 'al:ice' comes back as user 'al' with password 'ice'",
-)
 @pytest.mark.parametrize("username", ["a/b", "al:ice"])
 def test_url_property_percent_encodes_the_username(username: str) -> None:
     proxy = Proxy("h", 1, username=username)

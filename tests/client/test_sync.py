@@ -221,13 +221,6 @@ def test_bind_accept_without_a_peer_raises_proxy_timeout_and_closes(socks_server
     assert socks_server.wait_records(1)[0]["command"] == "bind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProxyTimeout,
-    reason="client bug: the proxy's second BIND reply X'06' raises ProxyTimeout('no answer "
-    "from the proxy in time') from sync Binding.accept: _drive's `except TimeoutError` "
-    "catches TTLExpired, a TimeoutError",
-)
 def test_bind_expired_at_the_proxy_raises_ttl_expired(start_server) -> None:
     server = start_server(bind={"timeout": 0.2})
     binding = sync.open_bind("127.0.0.1", 0, proxy=server.url())
@@ -284,3 +277,16 @@ def test_udp_needs_exactly_one_socks5_proxy(chain: bool, socks_server) -> None:
     proxy = [socks_server.url(), socks_server.url()] if chain else socks_server.url("socks4")
     with pytest.raises(ValueError, match="exactly one SOCKS5 proxy"):
         sync.open_udp(proxy=proxy)
+
+
+def test_recvfrom_raises_connection_error_when_the_server_ends_the_association(
+    start_server, udp_echo
+) -> None:
+    server = start_server(udp={"idle_timeout": 0.5})
+    echo = udp_echo()
+    with sync.open_udp(proxy=server.url()) as udp:
+        udp.sendto(b"once", echo)
+        assert udp.recvfrom(timeout=IO_TIMEOUT) == (b"once", echo)
+        with pytest.raises(ConnectionError):
+            udp.recvfrom(timeout=IO_TIMEOUT)
+    assert server.wait_records(1)[0]["outcome"] == "idle timeout"

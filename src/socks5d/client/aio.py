@@ -28,7 +28,7 @@ from socks5d.client.handshake import (
     take_event,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
-from socks5d.errors import ProtocolError, ProxyTimeout
+from socks5d.errors import ProtocolError, ProxyTimeout, Socks5Error
 from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto import (
     Address,
@@ -146,6 +146,10 @@ async def _through_chain(
     try:
         async with asyncio.timeout(timeout):
             sock = await connect_first(await _resolve(first.host, first.port))
+    except Socks5Error as exc:
+        # The proxy itself is unreachable: an OSError like any failed connect, not a reply.
+        builtin = ConnectionRefusedError if isinstance(exc, ConnectionRefusedError) else OSError
+        raise builtin(f"cannot reach proxy {first.url}: {exc}") from exc
     except TimeoutError:
         raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout:g} s") from None
     try:
@@ -159,6 +163,8 @@ async def _through_chain(
                     bound = await _drive(
                         negotiate(connection, proxy, hop_command, destination), sock, connection
                     )
+            except Socks5Error:
+                raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
             except TimeoutError:
                 raise ProxyTimeout(
                     f"no reply from proxy {proxy.url} within {timeout:g} s"
@@ -221,8 +227,10 @@ class Binding:
         try:
             async with asyncio.timeout(timeout):
                 self.peer = await _drive(second_reply(), self._sock, self._connection)
-        except TimeoutError:
+        except TimeoutError as exc:
             self.close()
+            if isinstance(exc, Socks5Error):
+                raise  # TTLExpired: the proxy's own BIND timeout
             raise ProxyTimeout("no incoming connection in time") from None
         except BaseException:
             self.close()

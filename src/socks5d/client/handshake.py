@@ -65,6 +65,8 @@ def take_event(connection: ClientConnection, peeked: bytes) -> tuple[Event | Non
     if event is NEED_DATA:
         return None, len(peeked)  # all of it belongs to the incomplete message
     assert not isinstance(event, _NeedData)
+    if isinstance(event, ConnectionClosed):
+        return event, 0  # end of stream: nothing was peeked
     return event, len(peeked) - len(connection.trailing_data)
 
 

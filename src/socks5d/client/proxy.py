@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 #: URL scheme -> (SOCKS version, whether the proxy resolves names)
 SCHEMES: dict[str, tuple[int, bool]] = {
@@ -60,7 +60,7 @@ class Proxy:
         version, remote_dns = SCHEMES[scheme]
         return cls(
             host=parts.hostname,
-            port=parts.port or DEFAULT_PORT,
+            port=DEFAULT_PORT if parts.port is None else parts.port,
             version=version,
             remote_dns=remote_dns,
             username=unquote(parts.username) if parts.username is not None else None,
@@ -78,7 +78,8 @@ class Proxy:
         }
         credentials = ""
         if self.username is not None:
-            credentials = self.username + (":***" if self.password is not None else "") + "@"
+            user = quote(self.username, safe="")
+            credentials = user + (":***" if self.password is not None else "") + "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme[(self.version, self.remote_dns)]}://{credentials}{host}:{self.port}"
 

@@ -10,7 +10,9 @@ with open_udp(proxy=url) as udp:
 
 from __future__ import annotations
 
+import select
 import socket
+import time
 from itertools import pairwise
 from types import TracebackType
 
@@ -23,7 +25,7 @@ from socks5d.client.handshake import (
     take_event,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
-from socks5d.errors import ProtocolError, ProxyTimeout
+from socks5d.errors import ProtocolError, ProxyTimeout, Socks5Error
 from socks5d.net import address_of
 from socks5d.proto import (
     Address,
@@ -70,6 +72,8 @@ def _drive(steps: Steps, sock: socket.socket, connection: ClientConnection) -> A
     except StopIteration as done:
         bound: Address = done.value
         return bound
+    except Socks5Error:
+        raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
         raise ProxyTimeout("no answer from the proxy in time") from None
 
@@ -222,14 +226,21 @@ class UdpEndpoint:
         """The next datagram and the (host, port) it came from.
 
         Raises:
+            ConnectionError: the association ended (the proxy closed the TCP connection).
             ProxyTimeout: nothing arrived within `timeout` seconds.
         """
-        self._sock.settimeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            except TimeoutError:
-                raise ProxyTimeout("no datagram in time") from None
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._sock, self._control], [], [], remaining)
+            if not ready:
+                raise ProxyTimeout("no datagram in time")
+            if self._control in ready and not self._control.recv(PEEK_SIZE):
+                # RFC 1928 §6: the association ends with its TCP connection
+                raise ConnectionError("the UDP association is closed")
+            if self._sock not in ready:
+                continue
+            data, sender = self._sock.recvfrom(MAX_DATAGRAM)
             if address_of(sender) != self.relay:
                 self.dropped += 1
                 continue
