@@ -16,7 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from socks5d.errors import ConfigError
-from socks5d.proto.constants import AuthMethod
+from socks5d.proto.constants import AuthMethod, Command
+from socks5d.server.rules import (
+    ACTIONS,
+    DomainPattern,
+    PortRange,
+    Rule,
+    parse_network,
+)
+from socks5d.server.rules import (
+    COMMANDS as RULE_COMMANDS,
+)
+from socks5d.server.rules import (
+    Destination as Destination,
+)
 
 DEFAULT_PORT = 1080
 LOG_FORMATS = ("text", "json")
@@ -89,6 +102,42 @@ class UdpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits and the throttling of password guessing."""
+
+    #: sessions (handshakes and tunnels) at once, in all
+    max_sessions: int = 10000
+    #: sessions at once from one client IP
+    max_sessions_per_client: int = 1000
+    #: handshakes in progress at once, in all, and from one client IP
+    max_handshakes: int = 2048
+    max_handshakes_per_client: int = 128
+    #: UDP associations and BIND listeners at once per client IP
+    max_udp_associations_per_client: int = 64
+    max_bind_listeners_per_client: int = 64
+    #: delay before answering a failed login; doubles with each failure from the same IP
+    auth_failure_delay: float = 0.25
+    auth_max_delay: float = 4.0
+    #: failed logins from one IP within `auth_failure_window` seconds that block it
+    auth_failures_before_block: int = 10
+    auth_failure_window: float = 600.0
+    #: how long such an IP is refused (closed before the greeting)
+    auth_block_time: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """The access rules as configured (the server adds its own addresses to the preset)."""
+
+    client: tuple[Rule, ...] = ()
+    socks: tuple[Rule, ...] = ()
+    client_default: str = "pass"
+    socks_default: str = "pass"
+    block_private_destinations: bool = False
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `socks5d serve` needs, validated."""
 
@@ -105,6 +154,8 @@ class ServerConfig:
     socks4: bool = True
     bind: BindSettings = field(default_factory=BindSettings)
     udp: UdpSettings = field(default_factory=UdpSettings)
+    limits: Limits = field(default_factory=Limits)
+    rules: RulesConfig = field(default_factory=RulesConfig)
 
     @property
     def serves_socks4(self) -> bool:
@@ -197,6 +248,12 @@ def _port_range(value: Any, key: str) -> tuple[int, int]:
     return low, high
 
 
+def _count(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
+    return value
+
+
 Validator = Callable[[Any, str], Any]
 
 #: [section] -> setting -> validator; each becomes a field of the section's dataclass.
@@ -207,6 +264,22 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
         UdpSettings,
         {"address": _ip_address, "advertise_address": _ip_address, "idle_timeout": _positive},
     ),
+    "limits": (
+        Limits,
+        {
+            "max_sessions": _count,
+            "max_sessions_per_client": _count,
+            "max_handshakes": _count,
+            "max_handshakes_per_client": _count,
+            "max_udp_associations_per_client": _count,
+            "max_bind_listeners_per_client": _count,
+            "auth_failure_delay": _positive,
+            "auth_max_delay": _positive,
+            "auth_failures_before_block": _count,
+            "auth_failure_window": _positive,
+            "auth_block_time": _positive,
+        },
+    ),
 }
 _TOP_KEYS = {
     "listen",
@@ -216,6 +289,10 @@ _TOP_KEYS = {
     "log_format",
     "log_level",
     "socks4",
+    "rules",
+    "groups",
+    "client",
+    "socks",
     *_SECTIONS,
 }
 
@@ -323,9 +400,109 @@ def build_config(
         timeouts=_section(data, "timeouts"),
         bind=_section(data, "bind"),
         udp=_section(data, "udp"),
+        limits=_section(data, "limits"),
+        rules=_rules(data),
     )
     _check_whole(config)
     return config
+
+
+_RULE_FIELDS = {
+    "client": {"action", "from", "listener"},
+    "socks": {"action", "from", "listener", "user", "group", "command", "to", "port"},
+}
+
+
+def _parse_entries(value: Any, key: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
+    entries = []
+    for index, text in enumerate(_string_list(value, key)):
+        try:
+            entries.append(parse(text))
+        except ValueError as exc:
+            raise ConfigError(f'{key}[{index}]: "{text}": {exc}') from None
+    return tuple(entries)
+
+
+def _destination(text: str) -> Destination:
+    try:
+        return parse_network(text)
+    except ValueError:
+        if any(c in text for c in "/:") or text.replace(".", "").isdigit():
+            raise ValueError("not a network (like 10.0.0.0/8) or a domain") from None
+        return DomainPattern.parse(text)
+
+
+def _command(text: str) -> Command:
+    if text not in RULE_COMMANDS:
+        raise ValueError(f"not one of {', '.join(RULE_COMMANDS)}")
+    return RULE_COMMANDS[text]
+
+
+def _rule(table: Any, kind: str, index: int) -> Rule:
+    key = f"{kind}[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{key}: must be a table")
+    for field_name in table:
+        if field_name not in _RULE_FIELDS[kind]:
+            raise ConfigError(f"{key}.{field_name}: unknown field")
+    action = _choice(table.get("action"), f"{key}.action", ACTIONS)
+
+    def entries(name: str, parse: Callable[[str], Any]) -> tuple[Any, ...] | None:
+        return _parse_entries(table[name], f"{key}.{name}", parse) if name in table else None
+
+    users = entries("user", str)
+    groups = entries("group", str)
+    commands = entries("command", _command)
+    return Rule(
+        name=key,
+        action=action,
+        clients=entries("from", parse_network),
+        listeners=entries("listener", str),
+        users=frozenset(users) if users is not None else None,
+        groups=frozenset(groups) if groups is not None else None,
+        commands=frozenset(commands) if commands is not None else None,
+        destinations=entries("to", _destination),
+        ports=entries("port", PortRange.parse),
+    )
+
+
+def _rules(data: Mapping[str, Any]) -> RulesConfig:
+    settings = data.get("rules", {})
+    if not isinstance(settings, dict):
+        raise ConfigError("rules: must be a table")
+    for key in settings:
+        if key not in {"client_default", "socks_default", "block_private_destinations"}:
+            raise ConfigError(f"rules.{key}: unknown setting")
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict):
+        raise ConfigError("groups: must be a table of name = [users]")
+    lists = {}
+    for kind in ("client", "socks"):
+        tables = data.get(kind, [])
+        if not isinstance(tables, list):
+            raise ConfigError(f"{kind}: must be an array of tables, [[{kind}]]")
+        lists[kind] = tuple(_rule(table, kind, index) for index, table in enumerate(tables))
+    for rule in lists["socks"]:
+        for group in rule.groups or ():
+            if group not in groups:
+                raise ConfigError(f'{rule.name}.group: no group "{group}" in [groups]')
+    return RulesConfig(
+        client=lists["client"],
+        socks=lists["socks"],
+        client_default=_choice(
+            settings.get("client_default", "pass"), "rules.client_default", ACTIONS
+        ),
+        socks_default=_choice(
+            settings.get("socks_default", "pass"), "rules.socks_default", ACTIONS
+        ),
+        block_private_destinations=_boolean(
+            settings.get("block_private_destinations", False), "rules.block_private_destinations"
+        ),
+        groups=tuple(
+            (name, tuple(_string_list(members, f"groups.{name}")))
+            for name, members in groups.items()
+        ),
+    )
 
 
 def _check_whole(config: ServerConfig) -> None:

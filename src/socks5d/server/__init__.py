@@ -1,6 +1,26 @@
-"""The asyncio SOCKS server: listeners, sessions, authentication, outbound connects, relay."""
+"""The asyncio SOCKS server: listeners, sessions, authentication, outbound connects, relay.
 
-from socks5d.server.listen import Server
-from socks5d.server.relay import PortableEngine, RelayEngine, RelayResult, select_engine
+Names are imported on first use, so that `socks5d.config` can use the pure `rules` module
+without pulling in the whole server.
+"""
 
-__all__ = ["PortableEngine", "RelayEngine", "RelayResult", "Server", "select_engine"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Server": "socks5d.server.listen",
+    "PortableEngine": "socks5d.server.relay",
+    "RelayEngine": "socks5d.server.relay",
+    "RelayResult": "socks5d.server.relay",
+    "select_engine": "socks5d.server.relay",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,252 @@
+"""Access rules: ordered lists, first match wins (pure: no I/O, no asyncio).
+
+Two lists, after Dante's `client pass` / `socks pass`:
+
+- `[[client]]` rules decide whether an address may talk to the server at all (checked at
+  accept, before the greeting): fields `from`, `listener`;
+- `[[socks]]` rules decide whether a request may go through: fields `from`, `listener`, `user`,
+  `group`, `command`, `to`, `port`.
+
+A field left out matches anything; a field given matches when any of its entries does; a
+rule matches when all its fields do. `to` entries are networks (`10.0.0.0/8`, `::1/128`,
+`0/0`) or domain patterns (`example.com` exactly, `.example.com` the domain and its
+subdomains, `*.example.com` subdomains only). A domain destination is checked twice: by its
+name before it is resolved (only patterns and `0/0` can match then), and with every address it
+resolves to (patterns match the name, networks the address), so a name resolving to a blocked
+address is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from socks5d.proto import Command
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ACTIONS = ("pass", "block")
+#: `command` spellings
+COMMANDS: dict[str, Command] = {
+    "connect": Command.CONNECT,
+    "bind": Command.BIND,
+    "udp": Command.UDP_ASSOCIATE,
+    "udpassociate": Command.UDP_ASSOCIATE,
+    "udp_associate": Command.UDP_ASSOCIATE,
+}
+
+#: `block_private_destinations`: where a proxy on the internet must not lead.
+PRIVATE_NETWORKS: tuple[str, ...] = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # RFC 1918
+    "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local, including the cloud metadata service 169.254.169.254
+    "172.16.0.0/12",  # RFC 1918
+    "192.168.0.0/16",  # RFC 1918
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast address
+    "::/128",  # unspecified
+    "::1/128",  # loopback
+    "::ffff:0:0/96",  # IPv4-mapped: the IPv4 rules must not be bypassed through IPv6
+    "64:ff9b::/96",  # NAT64 to IPv4
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "ff00::/8",  # multicast
+)
+
+
+def parse_network(text: str) -> IPNetwork:
+    """`10.0.0.0/8`, `::1`, and Dante's `0/0` for everything."""
+    if text.strip() == "0/0":
+        return ipaddress.IPv4Network("0.0.0.0/0")
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainPattern:
+    """`example.com` (exactly), `.example.com` (it and below), `*.example.com` (below only)."""
+
+    suffix: str
+    exact: bool
+    include_self: bool
+
+    @classmethod
+    def parse(cls, text: str) -> DomainPattern:
+        name = text.strip().lower().rstrip(".")
+        if name.startswith("*."):
+            return cls(name[1:], exact=False, include_self=False)
+        if name.startswith("."):
+            return cls(name, exact=False, include_self=True)
+        return cls(name, exact=True, include_self=True)
+
+    def matches(self, host: str) -> bool:
+        """Whether the domain name `host` is covered (case-insensitive)."""
+        host = host.lower().rstrip(".")
+        if self.exact:
+            return host == self.suffix
+        return host.endswith(self.suffix) or (self.include_self and host == self.suffix[1:])
+
+
+_PORT_FORMS: list[tuple[re.Pattern[str], Callable[[int, int], tuple[int, int, bool]]]] = [
+    (re.compile(r"^(\d+)$"), lambda a, b: (a, a, False)),
+    (re.compile(r"^(\d+)\s*-\s*(\d+)$"), lambda a, b: (a, b, False)),
+    (re.compile(r"^(?:eq|==?)\s*(\d+)$"), lambda a, b: (a, a, False)),
+    (re.compile(r"^(?:ne|!=)\s*(\d+)$"), lambda a, b: (a, a, True)),
+    (re.compile(r"^(?:ge|>=)\s*(\d+)$"), lambda a, b: (a, 0xFFFF, False)),
+    (re.compile(r"^(?:gt|>)\s*(\d+)$"), lambda a, b: (a + 1, 0xFFFF, False)),
+    (re.compile(r"^(?:le|<=)\s*(\d+)$"), lambda a, b: (0, a, False)),
+    (re.compile(r"^(?:lt|<)\s*(\d+)$"), lambda a, b: (0, a - 1, False)),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """`80`, `1-1023`, `>= 1024`, `> 1023`, `<= 1023`, `< 1024`, `eq 22`, `!= 25`."""
+
+    low: int
+    high: int
+    negated: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        for pattern, build in _PORT_FORMS:
+            if match := pattern.match(text.strip()):
+                numbers = [int(n) for n in match.groups()] + [0]
+                low, high, negated = build(numbers[0], numbers[1])
+                if not 0 <= low <= high <= 0xFFFF:
+                    break
+                return cls(low, high, negated)
+        raise ValueError(f"{text!r} is not a port, range or comparison (80, 1-1023, >= 1024)")
+
+    def matches(self, port: int) -> bool:
+        return (self.low <= port <= self.high) != self.negated
+
+
+Destination = IPNetwork | DomainPattern
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule; None in a field means "any"."""
+
+    #: "client[0]", "socks[3]", "block_private_destinations": named in logs
+    name: str
+    action: str
+    clients: tuple[IPNetwork, ...] | None = None
+    listeners: tuple[str, ...] | None = None
+    users: frozenset[str] | None = None
+    groups: frozenset[str] | None = None
+    commands: frozenset[Command] | None = None
+    destinations: tuple[Destination, ...] | None = None
+    ports: tuple[PortRange, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a rule is matched against."""
+
+    client: IPAddress
+    #: the listening address, "127.0.0.1:1080"
+    listener: str
+    #: the authenticated user (RFC 1929), or None
+    user: str | None = None
+    command: Command | None = None
+    #: the destination's name, if it is one
+    name: str | None = None
+    #: the destination's address (resolved, or given as an address)
+    address: IPAddress | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome: `allowed`, and the rule that decided (None: the default)."""
+
+    allowed: bool
+    rule: str | None
+
+
+def _in_networks(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def _listener_matches(entries: tuple[str, ...], listener: str) -> bool:
+    host = listener.rpartition(":")[0].strip("[]")
+    return listener in entries or host in entries
+
+
+class RuleSet:
+    """Both rule lists, their defaults and the groups; `check_*` decide."""
+
+    def __init__(
+        self,
+        client_rules: Iterable[Rule] = (),
+        socks_rules: Iterable[Rule] = (),
+        *,
+        client_default: str = "pass",
+        socks_default: str = "pass",
+        groups: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        self.client_rules = tuple(client_rules)
+        self.socks_rules = tuple(socks_rules)
+        self.client_default = client_default
+        self.socks_default = socks_default
+        self.groups = {name: frozenset(members) for name, members in (groups or {}).items()}
+
+    def _matches(self, rule: Rule, request: Request) -> bool:
+        if rule.clients is not None and not _in_networks(request.client, rule.clients):
+            return False
+        if rule.listeners is not None and not _listener_matches(rule.listeners, request.listener):
+            return False
+        if rule.users is not None and request.user not in rule.users:
+            return False
+        if rule.groups is not None and not any(
+            request.user in self.groups.get(group, ()) for group in rule.groups
+        ):
+            return False
+        if rule.commands is not None and request.command not in rule.commands:
+            return False
+        if rule.ports is not None and (
+            request.port is None or not any(p.matches(request.port) for p in rule.ports)
+        ):
+            return False
+        if rule.destinations is not None:
+            return self._destination_matches(rule.destinations, request)
+        return True
+
+    @staticmethod
+    def _destination_matches(entries: tuple[Destination, ...], request: Request) -> bool:
+        for entry in entries:
+            if isinstance(entry, DomainPattern):
+                if request.name is not None and entry.matches(request.name):
+                    return True
+            elif entry.prefixlen == 0 and (request.name is not None or request.address is not None):
+                return True  # 0/0: any destination at all, a name too
+            elif request.address is not None and _in_networks(request.address, (entry,)):
+                return True
+        return False
+
+    def _decide(self, rules: tuple[Rule, ...], default: str, request: Request) -> Decision:
+        for rule in rules:
+            if self._matches(rule, request):
+                return Decision(rule.action == "pass", rule.name)
+        return Decision(default == "pass", None)
+
+    def check_client(self, client: IPAddress, listener: str) -> Decision:
+        """May `client` talk to the server on `listener` at all?"""
+        return self._decide(self.client_rules, self.client_default, Request(client, listener))
+
+    def check_request(self, request: Request) -> Decision:
+        """May this request (or datagram, or incoming BIND peer) go through?"""
+        return self._decide(self.socks_rules, self.socks_default, request)
+
+
+def private_destinations_rule(own_addresses: Iterable[IPAddress] = ()) -> Rule:
+    """The ready-made `block_private_destinations` rule, plus the server's own addresses."""
+    networks = [parse_network(n) for n in PRIVATE_NETWORKS]
+    networks += [ipaddress.ip_network(a) for a in own_addresses]
+    return Rule("block_private_destinations", "block", destinations=tuple(networks))
