@@ -58,7 +58,13 @@ def test_garbage_connections_leave_the_server_serving_with_no_session_or_descrip
 ) -> None:
     # SOCKS4 off: random bytes starting 04 01 would be a CONNECT to a random address, and no
     # test may send traffic beyond loopback.
-    server = start_server(socks4=False, timeouts={"handshake": 0.5, "connect": 0.5})
+    # Handshake limits raised: every garbage connection must reach a session (the limits
+    # have tests of their own).
+    server = start_server(
+        socks4=False,
+        timeouts={"handshake": 0.5, "connect": 0.5},
+        limits={"max_handshakes_per_client": GARBAGE_CONNECTIONS + 1},
+    )
     descriptors_before = _open_descriptors()
     rng = random.Random(SEED)
     stalling: list[socket.socket] = []

@@ -30,6 +30,7 @@ ACCESS_FIELDS = (
     "duration",
     "outcome",
     "dropped",
+    "rule",
 )
 
 

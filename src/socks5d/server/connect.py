@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from socks5d.errors import Socks5Error, error_for_oserror
 from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto.address import Address, DomainName
-from socks5d.proto.constants import Reply
+from socks5d.proto.constants import Command, Reply
 
 if TYPE_CHECKING:
     from socks5d.server.session import Request, Session
@@ -44,16 +44,26 @@ async def resolve(destination: Address, resolver: Resolver = system_resolver) ->
 
 
 async def open_outbound(
-    destination: Address, timeout: float, resolver: Resolver = system_resolver
+    destination: Address,
+    timeout: float,
+    resolver: Resolver = system_resolver,
+    check: Callable[[Target], None] | None = None,
 ) -> socket.socket:
     """Resolve `destination` and connect to it within `timeout` seconds.
+
+    Args:
+        check: called with every resolved address before any connect; raises to refuse.
 
     Raises:
         Socks5Error: with the reply to send (DNS failure and timeout are HostUnreachable).
     """
     try:
         async with asyncio.timeout(timeout):
-            return await connect_first(await resolve(destination, resolver))
+            targets = await resolve(destination, resolver)
+            if check is not None:
+                for target in targets:
+                    check(target)
+            return await connect_first(targets)
     except Socks5Error:
         raise
     except (OSError, TimeoutError) as exc:
@@ -63,8 +73,17 @@ async def open_outbound(
 async def serve_connect(session: Session, request: Request) -> None:
     """CONNECT (RFC 1928 §6): connect, reply with the outbound socket's address, relay."""
     server = session.server
+    destination = request.destination
+
+    def check(target: Target) -> None:
+        # A name is checked again with each address it resolved to (DNS rebinding).
+        if isinstance(destination.host, DomainName):
+            resolved = address_of(target[1]).host
+            assert not isinstance(resolved, DomainName)
+            session.authorize(Command.CONNECT, destination, resolved=resolved)
+
     upstream = await open_outbound(
-        request.destination, server.config.timeouts.connect, server.resolver
+        destination, server.config.timeouts.connect, server.resolver, check
     )
     try:
         await session.reply(Reply.SUCCEEDED, address_of(upstream.getsockname()))

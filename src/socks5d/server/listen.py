@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
+import time
+from collections import Counter
+from itertools import pairwise
 
 from socks5d.config import ListenAddress, ServerConfig
-from socks5d.net import format_peer
+from socks5d.net import address_of, format_peer
+from socks5d.proto import DomainName
 from socks5d.proto.constants import AuthMethod
 from socks5d.server.auth import Authenticator
 from socks5d.server.connect import Resolver, system_resolver
+from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.relay import RelayEngine, select_engine
+from socks5d.server.rules import RuleSet, private_destinations_rule
 from socks5d.server.session import Session
 from socks5d.users import UserDatabase
 
 log = logging.getLogger(__name__)
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 BACKLOG = 1024
 #: accept() errors that mean "out of descriptors or memory": back off and retry, never stop.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -50,6 +58,35 @@ def _bind(address: ListenAddress) -> socket.socket:
     return sock
 
 
+def own_addresses(config: ServerConfig) -> set[IPAddress]:
+    """This host's addresses (for `block_private_destinations`): the listen addresses, the
+    host name's addresses and every interface address the kernel lists.
+    """
+    found: set[IPAddress] = set()
+    names = [a.host for a in config.listen] + [socket.gethostname()]
+    for name in names:
+        try:
+            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        found.update(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos)
+    try:  # IPv6 interface addresses: one hex address per line
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            for line in table:
+                found.add(ipaddress.IPv6Address(int(line.split()[0], 16)))
+    except OSError:
+        pass
+    try:  # IPv4 interface addresses
+        with open("/proc/net/fib_trie", encoding="ascii") as trie:
+            lines = trie.read().splitlines()
+        for previous, line in pairwise(lines):
+            if "/32 host LOCAL" in line:
+                found.add(ipaddress.IPv4Address(previous.split()[-1]))
+    except (OSError, ValueError):
+        pass
+    return {address for address in found if not address.is_unspecified}
+
+
 class Server:
     """A SOCKS server for one `ServerConfig`.
 
@@ -67,17 +104,55 @@ class Server:
         relay_engine: RelayEngine | None = None,
         resolver: Resolver = system_resolver,
     ) -> None:
-        self.config = config
+        self.relay_engine = relay_engine or select_engine()
+        self.resolver = resolver
+        self.authenticator = Authenticator(None)
+        limits = config.limits
+        self.session_slots = Slots(limits.max_sessions, limits.max_sessions_per_client)
+        self.handshake_slots = Slots(limits.max_handshakes, limits.max_handshakes_per_client)
+        self.udp_slots = Slots(limits.max_sessions, limits.max_udp_associations_per_client)
+        self.bind_slots = Slots(limits.max_sessions, limits.max_bind_listeners_per_client)
+        self.throttle = AuthThrottle(limits)
+        #: how many connections were refused before the greeting, by reason
+        self.refused: Counter[str] = Counter()
+        self._listeners: list[socket.socket] = []
+        self._accept_tasks: list[asyncio.Task[None]] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self.apply(config, users)
+
+    def apply(self, config: ServerConfig, users: UserDatabase | None = None) -> None:
+        """Take a new configuration: rules, users, limits and timeouts apply to new sessions
+        at once; established tunnels go on. Listen addresses are fixed at start.
+
+        Raises:
+            ConfigError: the users file cannot be read (nothing is changed then).
+        """
         if users is None and config.users_file is not None:
             users = UserDatabase.load(config.users_file)
         if AuthMethod.USERNAME_PASSWORD in config.auth and users is None:
             raise ValueError("username/password authentication needs a user database")
-        self.authenticator = Authenticator(users)
-        self.relay_engine = relay_engine or select_engine()
-        self.resolver = resolver
-        self._listeners: list[socket.socket] = []
-        self._accept_tasks: list[asyncio.Task[None]] = []
-        self._sessions: set[asyncio.Task[None]] = set()
+        rules = config.rules
+        socks_rules = rules.socks
+        if rules.block_private_destinations:
+            socks_rules = (private_destinations_rule(own_addresses(config)), *socks_rules)
+        self.rules = RuleSet(
+            rules.client,
+            socks_rules,
+            client_default=rules.client_default,
+            socks_default=rules.socks_default,
+            groups=dict(rules.groups),
+        )
+        self.config = config
+        self.authenticator.users = users
+        limits = config.limits
+        for slots, total, per_client in (
+            (self.session_slots, limits.max_sessions, limits.max_sessions_per_client),
+            (self.handshake_slots, limits.max_handshakes, limits.max_handshakes_per_client),
+            (self.udp_slots, limits.max_sessions, limits.max_udp_associations_per_client),
+            (self.bind_slots, limits.max_sessions, limits.max_bind_listeners_per_client),
+        ):
+            slots.total, slots.per_client = total, per_client
+        self.throttle.limits = limits
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -119,11 +194,43 @@ class Server:
                     log.warning("accept on %s: %s", name, exc)
                 continue
             backoff = 0.0
+            client_ip = address_of(peer).host
+            assert not isinstance(client_ip, DomainName)
+            refusal = self._admit(client_ip, name)
+            if refusal is not None:
+                self.refused[refusal] += 1
+                log.info(
+                    "refused %s on %s: %s",
+                    format_peer(peer),
+                    name,
+                    refusal,
+                    extra={"fields": {"client": format_peer(peer), "listener": name}},
+                )
+                client.close()
+                continue
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = asyncio.create_task(Session(self, client, peer, name).run())
             self._sessions.add(task)
             task.add_done_callback(self._sessions.discard)
+
+    def _admit(self, client: IPAddress, listener: str) -> str | None:
+        """None when `client` may start a session, else why not. On success the session owns
+        a session slot and a handshake slot, and gives them back.
+        """
+        if self.throttle.blocked(client, time.monotonic()):
+            return "blocked after repeated failed logins"
+        decision = self.rules.check_client(client, listener)
+        if not decision.allowed:
+            return f"blocked by {decision.rule or 'rules.client_default'}"
+        refusal = self.session_slots.acquire(client)
+        if refusal is not None:
+            return f"sessions: {refusal}"
+        refusal = self.handshake_slots.acquire(client)
+        if refusal is not None:
+            self.session_slots.release(client)
+            return f"handshakes in progress: {refusal}"
+        return None
 
     async def close(self) -> None:
         """Stop accepting, end every session and close every socket."""

@@ -17,13 +17,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
-from socks5d.errors import AuthFailed, ProtocolError, Socks5Error
+from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_FIELDS, ACCESS_LOGGER
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
+from socks5d.server.rules import IPAddress
+from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ class Session:
         self.peer = address_of(peer)
         self.local = address_of(client.getsockname())
         self.connection = proto.ServerConnection(accept_socks4=server.config.serves_socks4)
+        #: the authenticated user (RFC 1929), for the rules
+        self.user: str | None = None
+        self.listener = listener
         self.started = time.monotonic()
         #: bytes the client sent that belong to the tunnel, not the handshake
         self.early_data = bytearray()
@@ -77,6 +82,8 @@ class Session:
 
     async def run(self) -> None:
         """Serve the client; never raises except `CancelledError`."""
+        client_ip = self.peer.host
+        assert not isinstance(client_ip, proto.DomainName)
         try:
             try:
                 async with asyncio.timeout(self.server.config.timeouts.handshake):
@@ -84,9 +91,15 @@ class Session:
             except TimeoutError:
                 self.record["outcome"] = "handshake timeout"
                 return
+            finally:
+                self.server.handshake_slots.release(client_ip)
             if request is not None:
                 self.record["command"] = request.command.name.lower()
                 self.record["destination"] = str(request.destination)
+                destination: Address | None = request.destination
+                if request.command == Command.UDP_ASSOCIATE:
+                    destination = None  # the client's own address (RFC 1928 §6), no destination
+                self.authorize(request.command, destination)
                 await COMMANDS[request.command](self, request)
         except Socks5Error as exc:
             if self.connection.state in _REPLY_STATES:
@@ -98,6 +111,7 @@ class Session:
             log.exception("session %s crashed", self.record["client"])
             self.record["outcome"] = "internal error"
         finally:
+            self.server.session_slots.release(client_ip)
             _discard_unread(self.client)
             self.client.close()
             self.record["duration"] = round(time.monotonic() - self.started, 6)
@@ -143,10 +157,21 @@ class Session:
             elif isinstance(event, proto.UserPassAuth):
                 self.record["user"] = event.username
                 ok = await self.server.authenticator.verify(event.username, event.password)
-                status = proto.UserPassStatus.SUCCESS if ok else proto.UserPassStatus.FAILURE
-                await self._send(proto.AuthResult(status))
-                if not ok:
-                    raise AuthFailed(f"wrong username or password for {event.username!r}")
+                client_ip = self.peer.host
+                assert not isinstance(client_ip, proto.DomainName)
+                if ok:
+                    self.user = event.username
+                    self.server.throttle.success(client_ip)
+                    await self._send(proto.AuthResult(proto.UserPassStatus.SUCCESS))
+                else:
+                    # Password guessing is slowed down per client IP, then blocked.
+                    delay = self.server.throttle.failure(client_ip, time.monotonic())
+                    await asyncio.sleep(delay)
+                    await self._send(proto.AuthResult(proto.UserPassStatus.FAILURE))
+                    raise AuthFailed(
+                        f"wrong username or password for {event.username!r}"
+                        f" (answered after {delay:g} s)"
+                    )
             elif isinstance(event, proto.CommandRequest):
                 return event
             elif isinstance(event, proto.Socks4Request):
@@ -159,6 +184,35 @@ class Session:
                 return None
             else:
                 raise ProtocolError(f"unexpected {type(event).__name__}")
+
+    def authorize(
+        self, command: Command, destination: Address | None, *, resolved: IPAddress | None = None
+    ) -> None:
+        """Apply the `[[socks]]` rules to a request, a resolved address, a BIND peer or a UDP
+        datagram. A domain destination is checked by name alone (before resolving) and again
+        with each address it resolved to (`resolved`).
+
+        Raises:
+            NotAllowed: a block rule (or the default) decided; its name goes to the log.
+        """
+        client_ip = self.peer.host
+        assert not isinstance(client_ip, proto.DomainName)
+        name = address = port = None
+        if destination is not None:
+            port = destination.port
+            if isinstance(destination.host, proto.DomainName):
+                name = str(destination.host)
+                address = resolved
+            else:
+                address = destination.host
+        decision = self.server.rules.check_request(
+            RuleRequest(client_ip, self.listener, self.user, command, name, address, port)
+        )
+        if not decision.allowed:
+            rule = decision.rule or "rules.socks_default"
+            self.record["rule"] = rule
+            target = f"{destination}" + (f" ({resolved})" if resolved is not None else "")
+            raise NotAllowed(f"{command.name.lower()} to {target or '-'} blocked by {rule}")
 
     async def watch_control(self, *, keep: bool) -> None:
         """Return when the client closes its connection (it ends a BIND wait or a UDP
