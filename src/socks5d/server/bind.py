@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
 from socks5d.net import address_of, format_peer, unmapped
-from socks5d.proto import Address, DomainName, Reply, Socks4Request
+from socks5d.proto import Address, Command, DomainName, Reply, Socks4Request
 
 if TYPE_CHECKING:
     from socks5d.server.session import Request, Session
@@ -95,16 +95,31 @@ def open_listener(address: IPAddress, ports: tuple[int, int] | None) -> socket.s
     raise Socks5Error(f"cannot listen on {address} ports {ports}: {last_error}")
 
 
+def _allowed(session: Session, peer: Address) -> bool:
+    """The rules apply to the incoming peer too."""
+    try:
+        session.authorize(Command.BIND, peer)
+    except NotAllowed as exc:
+        log.warning("BIND for %s: refused a connection: %s", session.record["client"], exc)
+        return False
+    return True
+
+
 async def _accept_expected(
-    listener: socket.socket, peers: set[IPAddress], strict: bool
+    session: Session, listener: socket.socket, peers: set[IPAddress], strict: bool
 ) -> tuple[socket.socket, Address]:
     loop = asyncio.get_running_loop()
     while True:
         incoming, sockaddr = await loop.sock_accept(listener)
         peer = address_of(sockaddr)
         if not peers or peer.host in peers:
-            incoming.setblocking(False)
-            return incoming, peer
+            if _allowed(session, peer):
+                incoming.setblocking(False)
+                return incoming, peer
+            incoming.close()
+            if strict:
+                raise NotAllowed(f"BIND: connection from {peer} blocked by the rules")
+            continue
         incoming.close()
         expected = ", ".join(sorted(str(ip) for ip in peers))
         if strict:
@@ -128,7 +143,7 @@ async def wait_for_peer(
         TTLExpired: no connection within the BIND timeout.
         Socks5Error: the client closed its control connection, or accept failed.
     """
-    accepting = asyncio.create_task(_accept_expected(listener, peers, strict))
+    accepting = asyncio.create_task(_accept_expected(session, listener, peers, strict))
     watching = asyncio.create_task(session.watch_control(keep=True))
     timeout = session.server.config.bind.timeout
     try:
@@ -160,6 +175,20 @@ async def serve_bind(session: Session, request: Request) -> None:
     except OSError as exc:
         raise error_for_oserror(exc) from exc
     address = _outward_address(session, peers, ipv4_only=socks4)
+    client_ip = session.peer.host
+    assert not isinstance(client_ip, DomainName)
+    refusal = session.server.bind_slots.acquire(client_ip)
+    if refusal is not None:
+        raise Socks5Error(f"BIND listeners: {refusal}")
+    try:
+        await _bind_and_relay(session, address, peers, socks4)
+    finally:
+        session.server.bind_slots.release(client_ip)
+
+
+async def _bind_and_relay(
+    session: Session, address: IPAddress, peers: set[IPAddress], socks4: bool
+) -> None:
     listener = open_listener(address, session.server.config.bind.ports)
     try:
         bound = address_of(listener.getsockname())

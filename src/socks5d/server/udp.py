@@ -28,11 +28,20 @@ import logging
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from socks5d.errors import ProtocolError, Socks5Error
+from socks5d.errors import NotAllowed, ProtocolError, Socks5Error
 from socks5d.net import Target, address_of, unmapped
-from socks5d.proto import Address, DomainName, Reply, UdpDatagram, decode_udp, encode_udp
+from socks5d.proto import (
+    Address,
+    Command,
+    DomainName,
+    Reply,
+    UdpDatagram,
+    decode_udp,
+    encode_udp,
+)
 from socks5d.server.connect import Resolver
 
 if TYPE_CHECKING:
@@ -112,9 +121,16 @@ class UdpAssociation(asyncio.DatagramProtocol):
     """The relay socket of one association and its counters."""
 
     def __init__(
-        self, client_ip: IPAddress, client_port: int | None, names: NameCache, family: int
+        self,
+        client_ip: IPAddress,
+        client_port: int | None,
+        names: NameCache,
+        family: int,
+        allowed: Callable[[Address, IPAddress | None], bool],
     ) -> None:
         self.client_ip = client_ip
+        #: the rules: may the client send to this destination (name, resolved address)?
+        self.allowed = allowed
         #: the client's source port; None until the first datagram locks it in
         self.client_port = client_port
         self.names = names
@@ -166,12 +182,15 @@ class UdpAssociation(asyncio.DatagramProtocol):
             self._drop(f"fragment {datagram.fragment} (fragmentation is not implemented)")
             return
         destination = datagram.destination
+        if not self.allowed(destination, None):
+            self._drop(f"datagram to {destination}: blocked by the rules")
+            return
         if isinstance(destination.host, DomainName):
             targets = self.names.get(destination.host, destination.port)
             if targets is None:
                 self._resolve_then_send(destination, datagram.data)
                 return
-            self._send_to_targets(targets, datagram.data)
+            self._send_to_targets(destination, targets, datagram.data)
         else:
             self._send(destination.host, destination.port, datagram.data)
 
@@ -187,16 +206,20 @@ class UdpAssociation(asyncio.DatagramProtocol):
             except OSError as exc:
                 self._drop(f"datagram to {destination}: {exc}")
                 return
-            self._send_to_targets(targets, data)
+            self._send_to_targets(destination, targets, data)
 
         task = asyncio.get_running_loop().create_task(resolve())
         self.resolutions.add(task)
         task.add_done_callback(self.resolutions.discard)
 
-    def _send_to_targets(self, targets: list[Target], data: bytes) -> None:
+    def _send_to_targets(self, name: Address, targets: list[Target], data: bytes) -> None:
         for _, sockaddr in targets:
-            host = ipaddress.ip_address(sockaddr[0].partition("%")[0])
+            host = unmapped(ipaddress.ip_address(sockaddr[0].partition("%")[0]))
             if self.family == socket.AF_INET6 or host.version == 4:
+                # the name was allowed; the address it resolved to must be too (rebinding)
+                if not self.allowed(name, host):
+                    self._drop(f"datagram to {name} ({host}): blocked by the rules")
+                    return
                 self._send(host, sockaddr[1], data)
                 return
         self._drop("datagram to a name with no address of the relay's family")
@@ -268,12 +291,34 @@ async def serve_udp_associate(session: Session, request: Request) -> None:
     # RFC 1928 §6: "The DST.ADDR and DST.PORT fields contain the address and port that the
     # client expects to use to send UDP datagrams on for the association." Not a destination.
     requested_port = request.destination.port or None
+    refusal = server.udp_slots.acquire(client_ip)
+    if refusal is not None:
+        raise Socks5Error(f"UDP associations: {refusal}")
+    try:
+        await _associate(session, client_ip, requested_port)
+    finally:
+        server.udp_slots.release(client_ip)
+
+
+def _allowed(session: Session) -> Callable[[Address, IPAddress | None], bool]:
+    def allowed(destination: Address, resolved: IPAddress | None) -> bool:
+        try:
+            session.authorize(Command.UDP_ASSOCIATE, destination, resolved=resolved)
+        except NotAllowed:
+            return False
+        return True
+
+    return allowed
+
+
+async def _associate(session: Session, client_ip: IPAddress, requested_port: int | None) -> None:
+    server = session.server
     loop = asyncio.get_running_loop()
     sock = _relay_socket(server.config.udp.address)
     try:
         sock.setblocking(False)
         association = UdpAssociation(
-            client_ip, requested_port, NameCache(server.resolver), sock.family
+            client_ip, requested_port, NameCache(server.resolver), sock.family, _allowed(session)
         )
         await loop.create_datagram_endpoint(lambda: association, sock=sock)
     except BaseException:
