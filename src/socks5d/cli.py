@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from socks5d import __version__
@@ -120,37 +120,64 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(
-        args.config,
-        listen=args.listen,
-        auth=args.auth,
-        users=args.users,
-        log_format=args.log_format,
-        allow_open_proxy=args.allow_open_proxy,
-        socks4=args.socks4,
-    )
-    users = UserDatabase.load(config.users_file) if config.users_file else None
+    def load() -> tuple[ServerConfig, UserDatabase | None]:
+        config = load_config(
+            args.config,
+            listen=args.listen,
+            auth=args.auth,
+            users=args.users,
+            log_format=args.log_format,
+            allow_open_proxy=args.allow_open_proxy,
+            socks4=args.socks4,
+        )
+        return config, UserDatabase.load(config.users_file) if config.users_file else None
+
+    config, users = load()
     configure_logging(config.log_format, config.log_level)
     try:
-        asyncio.run(run_server(config, users))
+        asyncio.run(run_server(config, users, reload=load))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0
 
 
-async def run_server(config: ServerConfig, users: UserDatabase | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then close every listener and session."""
+Loader = Callable[[], tuple[ServerConfig, UserDatabase | None]]
+
+
+def _reload(server: Server, load: Loader) -> None:
+    """SIGHUP: read the configuration and users again; keep the old ones if that fails."""
+    try:
+        config, users = load()
+        if config.listen != server.config.listen:
+            log.warning("reload: listen addresses change only on restart")
+        server.apply(config, users)
+    except (ConfigError, ValueError, OSError) as exc:
+        log.error("reload failed, keeping the previous configuration: %s", exc)
+        return
+    log.info("configuration reloaded")
+
+
+async def run_server(
+    config: ServerConfig, users: UserDatabase | None = None, reload: Loader | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then close every listener and session. SIGHUP reloads
+    rules, users, limits and timeouts through `reload`, without touching established tunnels.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = [signal.SIGTERM, signal.SIGINT]
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with Server(config, users):
+        async with Server(config, users) as server:
+            if reload is not None:
+                signals.append(signal.SIGHUP)
+                loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
             await stop.wait()
             log.info("shutting down")
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)
 
 
