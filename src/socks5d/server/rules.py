@@ -160,6 +160,8 @@ class Request:
     #: the destination's address (resolved, or given as an address)
     address: IPAddress | None = None
     port: int | None = None
+    #: False for a UDP ASSOCIATE request, which names no destination: its datagrams do
+    has_destination: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,21 @@ class RuleSet:
         self.groups = {name: frozenset(members) for name, members in (groups or {}).items()}
 
     def _matches(self, rule: Rule, request: Request) -> bool:
+        if not request.has_destination and (
+            rule.destinations is not None or rule.ports is not None
+        ):
+            # A UDP association is allowed when a pass rule could let some datagram through;
+            # block rules with a destination act on the datagrams themselves.
+            return rule.action == "pass" and self._matches_apart_from_destination(rule, request)
+        if rule.ports is not None and (
+            request.port is None or not any(p.matches(request.port) for p in rule.ports)
+        ):
+            return False
+        return self._matches_apart_from_destination(rule, request) and (
+            rule.destinations is None or self._destination_matches(rule.destinations, request)
+        )
+
+    def _matches_apart_from_destination(self, rule: Rule, request: Request) -> bool:
         if rule.clients is not None and not _in_networks(request.client, rule.clients):
             return False
         if rule.listeners is not None and not _listener_matches(rule.listeners, request.listener):
@@ -208,15 +225,7 @@ class RuleSet:
             request.user in self.groups.get(group, ()) for group in rule.groups
         ):
             return False
-        if rule.commands is not None and request.command not in rule.commands:
-            return False
-        if rule.ports is not None and (
-            request.port is None or not any(p.matches(request.port) for p in rule.ports)
-        ):
-            return False
-        if rule.destinations is not None:
-            return self._destination_matches(rule.destinations, request)
-        return True
+        return rule.commands is None or request.command in rule.commands
 
     @staticmethod
     def _destination_matches(entries: tuple[Destination, ...], request: Request) -> bool:

@@ -206,7 +206,16 @@ class Session:
             else:
                 address = destination.host
         decision = self.server.rules.check_request(
-            RuleRequest(client_ip, self.listener, self.user, command, name, address, port)
+            RuleRequest(
+                client_ip,
+                self.listener,
+                self.user,
+                command,
+                name,
+                address,
+                port,
+                has_destination=destination is not None,
+            )
         )
         if not decision.allowed:
             rule = decision.rule or "rules.socks_default"
