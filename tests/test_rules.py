@@ -176,7 +176,7 @@ def test_a_rule_matches_only_when_every_field_does_and_a_field_when_any_entry_do
         ("11.0.0.1", None),
         ("fd00::1", "socks[0]"),
         ("fe80::1", None),
-        ("::ffff:10.1.2.3", None),  # an IPv6 client is no IPv4 network's member
+        ("::ffff:10.1.2.3", "socks[0]"),  # IPv4-mapped: the IPv4 address, for rules
     ],
 )
 def test_from_matches_ipv4_and_ipv6_networks(client: str, expected: str | None) -> None:
@@ -198,12 +198,6 @@ def test_from_zero_zero_matches_every_ipv4_client(client: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: `from = ["0/0"]` is parsed as 0.0.0.0/0 and `_in_networks` compares IP '
-    "versions, so Dante's 0/0 ('everything') never matches an IPv6 client (::1); `to = 0/0` "
-    "has a special case, `from` does not",
-)
 @pytest.mark.parametrize("client", ["::1", "2001:db8::1"])
 def test_from_zero_zero_matches_every_ipv6_client_too(client: str) -> None:
     rules = rules_from('[[client]]\naction = "block"\nfrom = ["0/0"]\n')
@@ -538,12 +532,6 @@ def test_private_preset_also_blocks_the_given_own_addresses() -> None:
     assert blocked(rules, request("198.51.100.6")) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an operator's IPv4 rule (`to = 127.0.0.0/8`) does not match the same host as "
-    "an IPv4-mapped IPv6 destination ::ffff:127.0.0.1 (`_in_networks` compares versions; "
-    "nobody unmaps), so the rule is bypassed through IPv6; only the preset lists ::ffff:0:0/96",
-)
 def test_ipv4_rules_also_match_ipv4_mapped_destinations() -> None:
     rules = RuleSet(
         socks_rules=[Rule("socks[0]", "block", destinations=(parse_network("127.0.0.0/8"),))]
@@ -666,11 +654,6 @@ def test_config_errors_name_the_key(toml: str, message: str) -> None:
     assert str(caught.value).startswith(message), str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `to` accepts an empty string (and text with spaces) as a domain pattern, "
-    "a rule that silently never matches anything instead of a ConfigError naming the key",
-)
 @pytest.mark.parametrize("entry", ["", "exa mple.com"])
 def test_to_refuses_entries_that_are_neither_network_nor_domain(entry: str) -> None:
     with pytest.raises(ConfigError, match=r"^socks\[0\]\.to\[0\]: "):

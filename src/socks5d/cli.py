@@ -169,11 +169,12 @@ async def run_server(
     signals = [signal.SIGTERM, signal.SIGINT]
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    server = Server(config, users)
+    if reload is not None:  # before listening: a SIGHUP must never find the default action
+        signals.append(signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
     try:
-        async with Server(config, users) as server:
-            if reload is not None:
-                signals.append(signal.SIGHUP)
-                loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
+        async with server:
             await stop.wait()
             log.info("shutting down")
     finally:

@@ -432,6 +432,16 @@ def _destination(text: str) -> Destination:
         return DomainPattern.parse(text)
 
 
+def _listener(text: str) -> str:
+    """A `listener` entry: an IP, or IP:PORT as the log writes it ([::1]:1080)."""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        address = parse_listen(text, "listener")
+        ipaddress.ip_address(address.host)  # a name would never match: refuse it
+        return str(address)
+
+
 def _command(text: str) -> Command:
     if text not in RULE_COMMANDS:
         raise ValueError(f"not one of {', '.join(RULE_COMMANDS)}")
@@ -457,7 +467,7 @@ def _rule(table: Any, kind: str, index: int) -> Rule:
         name=key,
         action=action,
         clients=entries("from", parse_network),
-        listeners=entries("listener", str),
+        listeners=entries("listener", _listener),
         users=frozenset(users) if users is not None else None,
         groups=frozenset(groups) if groups is not None else None,
         commands=frozenset(commands) if commands is not None else None,

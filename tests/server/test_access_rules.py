@@ -347,12 +347,6 @@ def test_listener_decides_by_the_address_the_client_connected_to(
     assert records[second]["reply"] == "connection_not_allowed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `block to 127.0.0.0/8` is bypassed by CONNECT to the IPv4-mapped "
-    "[::ffff:127.0.0.1] (ATYP X'04'): the rule check sees an IPv6 address, the kernel connects "
-    "to 127.0.0.1; actual reply X'00'",
-)
 def test_ipv4_block_rule_also_refuses_the_ipv4_mapped_spelling(start_server, listener) -> None:
     server = start_server(socks=[{"action": "block", "to": ["127.0.0.0/8"]}])
     port = listener.getsockname()[1]
@@ -647,11 +641,6 @@ def test_udp_datagram_to_a_name_resolving_to_a_blocked_address_is_dropped(
     assert (record["dropped"], record["rule"]) == (1, "socks[1]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a datagram to the IPv4-mapped [::ffff:127.0.0.2] passes `block to "
-    "127.0.0.2/32` (checked as IPv6) and the dual-stack relay delivers it to 127.0.0.2",
-)
 def test_udp_ipv4_block_rule_also_drops_the_ipv4_mapped_spelling(start_server, echo, trap) -> None:
     server = start_server(socks=[{"action": "block", "to": [f"{OTHER_HOST}/32"]}])
     mapped = Address.from_host(f"::ffff:{OTHER_HOST}", trap.getsockname()[1])

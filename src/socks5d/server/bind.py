@@ -102,6 +102,7 @@ def _allowed(session: Session, peer: Address) -> bool:
     except NotAllowed as exc:
         log.warning("BIND for %s: refused a connection: %s", session.record["client"], exc)
         return False
+    session.record["rule"] = None  # a peer turned away earlier does not decide the session
     return True
 
 

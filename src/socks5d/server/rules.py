@@ -66,6 +66,9 @@ def parse_network(text: str) -> IPNetwork:
     return ipaddress.ip_network(text.strip(), strict=False)
 
 
+_DOMAIN = re.compile(r"^(\*\.|\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+
+
 @dataclass(frozen=True, slots=True)
 class DomainPattern:
     """`example.com` (exactly), `.example.com` (it and below), `*.example.com` (below only)."""
@@ -77,6 +80,10 @@ class DomainPattern:
     @classmethod
     def parse(cls, text: str) -> DomainPattern:
         name = text.strip().lower().rstrip(".")
+        if not _DOMAIN.match(name):
+            raise ValueError(
+                "not a domain name or pattern (example.com, .example.com, *.example.com)"
+            )
         if name.startswith("*."):
             return cls(name[1:], exact=False, include_self=False)
         if name.startswith("."):
@@ -173,7 +180,14 @@ class Decision:
 
 
 def _in_networks(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    return any(address.version == net.version and address in net for net in networks)
+    # ::ffff:a.b.c.d is a.b.c.d: IPv4 rules are not bypassed through the mapped spelling.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    # A /0 ("0/0") is everything, of either family.
+    return any(
+        net.prefixlen == 0 or (address.version == net.version and address in net)
+        for net in networks
+    )
 
 
 def _listener_matches(entries: tuple[str, ...], listener: str) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
-from socks5d.net import address_of, format_peer
+from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_FIELDS, ACCESS_LOGGER
 from socks5d.server.auth import choose_method
@@ -205,6 +205,8 @@ class Session:
                 address = resolved
             else:
                 address = destination.host
+            if address is not None:  # ::ffff:a.b.c.d is a.b.c.d to the rules
+                address = unmapped(address)
         decision = self.server.rules.check_request(
             RuleRequest(
                 client_ip,
