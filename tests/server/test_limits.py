@@ -364,12 +364,6 @@ def test_a_successful_login_resets_the_failure_count(start_server, sockets: Exit
     assert not refused(server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AuthThrottle.failure() clears the failure times when it sets the block, then "
-    "computes the delay from the emptied list: the failure that blocks is answered after "
-    "auth_failure_delay (0.05 s) instead of the documented delay * 2**(n-1) (0.4 s here)",
-)
 def test_the_failure_that_blocks_is_answered_after_the_documented_delay(start_server) -> None:
     server = start_server(users={"alice": "secret"}, limits=GUESSING_LIMITS)
     for _ in range(4):
@@ -377,13 +371,6 @@ def test_the_failure_that_blocks_is_answered_after_the_documented_delay(start_se
     assert server.wait_records(4)[-1]["outcome"] == failure_outcome("0.4")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the block is only checked at accept (Server._admit): connections admitted before "
-    "it keep having passwords checked, and a right one logs in from the blocked IP; so "
-    "max_handshakes_per_client (128 by default) parallel guesses per block, not "
-    "auth_failures_before_block",
-)
 def test_a_blocked_ip_cannot_log_in_on_a_connection_opened_before_the_block(
     start_server,
 ) -> None:

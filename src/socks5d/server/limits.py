@@ -73,12 +73,12 @@ class AuthThrottle:
         while record.times and record.times[0] < now - limits.auth_failure_window:
             record.times.popleft()
         record.times.append(now)
+        exponent = min(len(record.times), 32) - 1
+        delay: float = limits.auth_failure_delay * 2.0 ** max(exponent, 0)
         if len(record.times) >= limits.auth_failures_before_block:
             record.blocked_until = now + limits.auth_block_time
             record.times.clear()
         self._forget_old(now)
-        exponent = min(len(record.times), 32) - 1
-        delay: float = limits.auth_failure_delay * 2.0 ** max(exponent, 0)
         return min(limits.auth_max_delay, delay)
 
     def success(self, client: IPAddress) -> None:

@@ -156,9 +156,14 @@ class Session:
                     raise AuthFailed(f"no acceptable method (offered {offered})")
             elif isinstance(event, proto.UserPassAuth):
                 self.record["user"] = event.username
-                ok = await self.server.authenticator.verify(event.username, event.password)
                 client_ip = self.peer.host
                 assert not isinstance(client_ip, proto.DomainName)
+                # A blocked IP gets no password checked, even on a connection opened before
+                # the block: parallel connections must not multiply the guesses.
+                if self.server.throttle.blocked(client_ip, time.monotonic()):
+                    await self._send(proto.AuthResult(proto.UserPassStatus.FAILURE))
+                    raise AuthFailed("blocked after repeated failed logins")
+                ok = await self.server.authenticator.verify(event.username, event.password)
                 if ok:
                     self.user = event.username
                     self.server.throttle.success(client_ip)
