@@ -26,9 +26,11 @@ from socks5d.client.handshake import (
     negotiate,
     second_reply,
     take_event,
+    unwrap_datagram,
+    usable_address,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
-from socks5d.errors import ProtocolError, ProxyTimeout, Socks5Error
+from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto import (
     Address,
@@ -38,7 +40,6 @@ from socks5d.proto import (
     DomainName,
     Event,
     UdpDatagram,
-    decode_udp,
     encode_udp,
 )
 
@@ -124,18 +125,6 @@ async def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination_for(proxy, host, port)
 
 
-def _proxy_ip(sock: socket.socket) -> str:
-    return str(sock.getpeername()[0])
-
-
-def _usable(bound: Address, sock: socket.socket) -> Address:
-    """A reply's BND.ADDR as an address to use: a wildcard means the proxy's own address."""
-    host = bound.host
-    if not isinstance(host, DomainName) and host == type(host)(0):
-        return Address.from_host(_proxy_ip(sock), bound.port)
-    return bound
-
-
 async def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float
 ) -> tuple[socket.socket, ClientConnection, Address]:
@@ -169,7 +158,7 @@ async def _through_chain(
                 raise ProxyTimeout(
                     f"no reply from proxy {proxy.url} within {timeout:g} s"
                 ) from None
-        return sock, connection, _usable(bound, sock)
+        return sock, connection, usable_address(bound, str(sock.getpeername()[0]))
     except BaseException:
         sock.close()
         raise
@@ -280,15 +269,8 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if address_of(addr) != self.relay:
-            self.dropped += 1
-            return
-        try:
-            datagram = decode_udp(data)
-        except ProtocolError:
-            self.dropped += 1
-            return
-        if datagram.fragment != 0:  # RFC 1928 §7: no fragmentation support, so drop
+        datagram = unwrap_datagram(data, address_of(addr), self.relay)
+        if datagram is None:
             self.dropped += 1
             return
         source = datagram.destination

@@ -33,7 +33,9 @@ from socks5d.proto import (
     Socks4Reply,
     Socks4Request,
     Socks4Response,
+    UdpDatagram,
     UserPassAuth,
+    decode_udp,
 )
 from socks5d.proto.events import _NeedData
 
@@ -177,3 +179,25 @@ def destination_for(proxy: Proxy, host: str, port: int) -> Address:
     if proxy.version == 4 and isinstance(address.host, DomainName) and not proxy.remote_dns:
         raise ValueError("socks4:// needs an IPv4 address; resolve it first or use socks4a://")
     return address
+
+
+def usable_address(bound: Address, proxy_ip: str) -> Address:
+    """A reply's BND.ADDR as an address to use: a wildcard means the proxy's own address."""
+    host = bound.host
+    if not isinstance(host, DomainName) and host == type(host)(0):
+        return Address.from_host(proxy_ip, bound.port)
+    return bound
+
+
+def unwrap_datagram(data: bytes, sender: Address, relay: Address) -> UdpDatagram | None:
+    """A datagram from the relay with its header read, or None when it is to be dropped: not
+    from the relay, malformed, or a fragment (RFC 1928 §7: without fragmentation support,
+    "drop any datagram whose FRAG field is other than X'00'").
+    """
+    if sender != relay:
+        return None
+    try:
+        datagram = decode_udp(data)
+    except ProtocolError:
+        return None
+    return datagram if datagram.fragment == 0 else None

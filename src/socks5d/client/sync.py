@@ -23,9 +23,11 @@ from socks5d.client.handshake import (
     negotiate,
     second_reply,
     take_event,
+    unwrap_datagram,
+    usable_address,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
-from socks5d.errors import ProtocolError, ProxyTimeout, Socks5Error
+from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.net import address_of
 from socks5d.proto import (
     Address,
@@ -35,7 +37,6 @@ from socks5d.proto import (
     DomainName,
     Event,
     UdpDatagram,
-    decode_udp,
     encode_udp,
 )
 
@@ -90,14 +91,6 @@ def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination_for(proxy, host, port)
 
 
-def _usable(bound: Address, sock: socket.socket) -> Address:
-    """A reply's BND.ADDR as an address to use: a wildcard means the proxy's own address."""
-    host = bound.host
-    if not isinstance(host, DomainName) and host == type(host)(0):
-        return Address.from_host(str(sock.getpeername()[0]), bound.port)
-    return bound
-
-
 def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
 ) -> tuple[socket.socket, ClientConnection, Address]:
@@ -117,7 +110,7 @@ def _through_chain(
             destination = _destination(proxy, hop_host, hop_port)
             bound = _drive(negotiate(connection, proxy, hop_command, destination), sock, connection)
         sock.settimeout(None)
-        return sock, connection, _usable(bound, sock)
+        return sock, connection, usable_address(bound, str(sock.getpeername()[0]))
     except BaseException:
         sock.close()
         raise
@@ -241,15 +234,8 @@ class UdpEndpoint:
             if self._sock not in ready:
                 continue
             data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            if address_of(sender) != self.relay:
-                self.dropped += 1
-                continue
-            try:
-                datagram = decode_udp(data)
-            except ProtocolError:
-                self.dropped += 1
-                continue
-            if datagram.fragment != 0:  # RFC 1928 §7: no fragmentation support, so drop
+            datagram = unwrap_datagram(data, address_of(sender), self.relay)
+            if datagram is None:
                 self.dropped += 1
                 continue
             source = datagram.destination
