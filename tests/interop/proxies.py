@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import pytest
 
@@ -215,44 +215,43 @@ def write_sockd_conf(
     return path
 
 
-class DanteServer:
-    """sockd as a subprocess on 127.0.0.1; its stderr log is collected line by line."""
+class LoggedServer:
+    """A third-party server run as a subprocess and stopped by its PID; its stderr log is
+    collected line by line. Subclasses give the command line for `self.port`.
+    """
 
-    name = "dante"
-    host = "127.0.0.1"
+    name = "server"
 
-    def __init__(self, directory: Path, **conf_options: Any) -> None:
-        self.directory = directory
-        #: keyword options of `write_sockd_conf` (IPv6, authentication, blocked destinations)
-        self.conf_options = conf_options
+    def __init__(self, host: str) -> None:
+        self.host = host
         self.port = 0
         self.lines: list[str] = []
         self.condition = threading.Condition()
         self.process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
 
-    # -- lifecycle
+    def command(self) -> list[str]:
+        """The command line that serves on `self.host`:`self.port`."""
+        raise NotImplementedError
 
-    def start(self, attempts: int = 3) -> DanteServer:
-        """Start sockd on a free port and wait until it accepts connections.
+    def start(self, attempts: int = 3) -> Self:
+        """Start on a free port and wait until it accepts connections.
 
         The port is found by binding port 0 and letting it go, so another process may take
-        it first; sockd then exits at once and the next attempt picks another port.
+        it first; the server then exits at once and the next attempt picks another port.
         """
         for _ in range(attempts):
-            self.port = _free_port()
-            conf = write_sockd_conf(self.directory / "sockd.conf", self.port, **self.conf_options)
-            self._spawn(conf)
+            self.port = _free_port(self.host)
+            self._spawn(self.command())
             if self._wait_accepting():
                 return self
             self.stop()
-        raise AssertionError(f"sockd did not start:\n{self.log()}")
+        raise AssertionError(f"{self.name} did not start:\n{self.log()}")
 
-    def _spawn(self, conf: Path) -> None:
-        pidfile = self.directory / "sockd.pid"
+    def _spawn(self, command: list[str]) -> None:
         self.lines = []
         process = subprocess.Popen(
-            [sockd_binary(), "-f", str(conf), "-p", str(pidfile), "-N", "1"],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -264,7 +263,7 @@ class DanteServer:
 
     def _collect(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr is not None
-        # sockd's children share the pipe: it reaches EOF once every one of them has exited.
+        # Children share the pipe: it reaches EOF once every one of them has exited.
         for raw in process.stderr:
             with self.condition:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
@@ -287,7 +286,9 @@ class DanteServer:
         return False
 
     def stop(self) -> None:
-        """Terminate sockd by its PID (it stops its children), collect the rest of its log."""
+        """Terminate the server by its PID (it stops its children), collect the rest of its
+        log.
+        """
         process, reader = self.process, self._reader
         if process is None or reader is None:
             return
@@ -301,16 +302,33 @@ class DanteServer:
                     process.kill()
                     process.wait(WAIT_TIMEOUT)
             reader.join(WAIT_TIMEOUT)
-            assert not reader.is_alive(), "a sockd child kept its log pipe open"
+            assert not reader.is_alive(), f"a {self.name} child kept its log pipe open"
         finally:
             assert process.stderr is not None
             process.stderr.close()
 
-    # -- proof of passage
-
     def log(self) -> str:
         with self.condition:
             return "\n".join(self.lines)
+
+
+class DanteServer(LoggedServer):
+    """sockd as a subprocess on 127.0.0.1."""
+
+    name = "dante"
+
+    def __init__(self, directory: Path, **conf_options: Any) -> None:
+        super().__init__("127.0.0.1")
+        self.directory = directory
+        #: keyword options of `write_sockd_conf` (IPv6, authentication, blocked destinations)
+        self.conf_options = conf_options
+
+    def command(self) -> list[str]:
+        conf = write_sockd_conf(self.directory / "sockd.conf", self.port, **self.conf_options)
+        pidfile = self.directory / "sockd.pid"
+        return [sockd_binary(), "-f", str(conf), "-p", str(pidfile), "-N", "1"]
+
+    # -- proof of passage
 
     def wait_log(self, pattern: str) -> re.Match[str]:
         """The first log line matching `pattern` (a regex); waits for it to be written."""
@@ -374,7 +392,7 @@ def microsocks_binary() -> str:
     return path
 
 
-class MicrosocksServer:
+class MicrosocksServer(LoggedServer):
     """microsocks (CONNECT only, SOCKS5 only) as a subprocess on loopback.
 
     Proof of passage: one stderr line per CONNECT it carried out, naming the destination as
@@ -388,83 +406,16 @@ class MicrosocksServer:
     def __init__(
         self, host: str = "127.0.0.1", username: str | None = None, password: str | None = None
     ) -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host)
         self.credentials = [] if username is None else ["-u", username, "-P", password or ""]
-        self.lines: list[str] = []
-        self.condition = threading.Condition()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
 
-    def start(self, attempts: int = 3) -> MicrosocksServer:
-        """Start microsocks on a free port and wait until it accepts connections (the port
-        may be taken between probing and binding: microsocks then exits, and we try again).
-        """
-        for _ in range(attempts):
-            self.port = _free_port(self.host)
-            self.lines = []
-            self.process = subprocess.Popen(
-                [microsocks_binary(), "-i", self.host, "-p", str(self.port), *self.credentials],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=clean_env(),
-            )
-            self._reader = threading.Thread(target=self._collect, args=(self.process,), daemon=True)
-            self._reader.start()
-            if self._wait_accepting():
-                return self
-            self.stop()
-        raise AssertionError(f"microsocks did not start:\n{self.log()}")
-
-    def _collect(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            with self.condition:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.condition.notify_all()
-
-    def _wait_accepting(self) -> bool:
-        """Poll the port with connection attempts, a bounded number of times."""
-        assert self.process is not None
-        for _ in range(int(WAIT_TIMEOUT / 0.05)):
-            if self.process.poll() is not None:
-                return False  # exited: port taken, or bad arguments
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1.0):
-                    return True
-            except OSError:
-                with self.condition:
-                    self.condition.wait(0.05)
-        return False
-
-    def stop(self) -> None:
-        """Terminate microsocks by its PID and collect the rest of its log."""
-        process, reader = self.process, self._reader
-        if process is None or reader is None:
-            return
-        self.process = self._reader = None
-        try:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(WAIT_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(WAIT_TIMEOUT)
-            reader.join(WAIT_TIMEOUT)
-        finally:
-            assert process.stderr is not None
-            process.stderr.close()
+    def command(self) -> list[str]:
+        return [microsocks_binary(), "-i", self.host, "-p", str(self.port), *self.credentials]
 
     @property
     def url(self) -> str:
         """`socks5://HOST:PORT` (no credentials)."""
         return f"socks5://{Endpoint(self.host, self.port).netloc}"
-
-    def log(self) -> str:
-        with self.condition:
-            return "\n".join(self.lines)
 
     def connected(self, destination: str) -> str:
         """The log line of a CONNECT to `destination` as the client named it (`HOST:PORT`,
