@@ -7,8 +7,11 @@ override the file. Errors are `ConfigError`s that name the offending key, e.g.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
+import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -73,6 +76,23 @@ class Timeouts:
     connect: float = 10.0
     #: a tunnel with no traffic either way for this long is closed
     idle: float = 3600.0
+
+
+#: `event_loop` and `relay` spellings.
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+RELAY_ENGINES = ("auto", "splice", "portable")
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """How the server uses the machine; none of it changes what clients see."""
+
+    #: processes accepting on the same addresses (SO_REUSEPORT); 0 means one per CPU
+    workers: int = 1
+    #: "uvloop" when installed for "auto"
+    event_loop: str = "auto"
+    #: "splice" (zero-copy, Linux) for "auto", else "portable"
+    relay: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +176,7 @@ class ServerConfig:
     udp: UdpSettings = field(default_factory=UdpSettings)
     limits: Limits = field(default_factory=Limits)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    performance: Performance = field(default_factory=Performance)
 
     @property
     def serves_socks4(self) -> bool:
@@ -248,6 +269,17 @@ def _port_range(value: Any, key: str) -> tuple[int, int]:
     return low, high
 
 
+def _workers(value: Any, key: str) -> int:
+    """A number of worker processes, or "auto" (0: one per CPU)."""
+    if value == "auto":
+        return 0
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise ConfigError(f'{key}: must be "auto" or a number of processes, got {value!r}')
+    return value
+
+
 def _count(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
@@ -280,7 +312,17 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
             "auth_block_time": _positive,
         },
     ),
+    "performance": (
+        Performance,
+        {
+            "workers": _workers,
+            "event_loop": lambda value, key: _choice(value, key, EVENT_LOOPS),
+            "relay": lambda value, key: _choice(value, key, RELAY_ENGINES),
+        },
+    ),
 }
+#: `serve` flags that set a `[performance]` setting.
+PERFORMANCE_FLAGS = {"workers": "--workers", "event_loop": "--loop", "relay": "--relay"}
 _TOP_KEYS = {
     "listen",
     "auth",
@@ -310,6 +352,17 @@ def _section(data: Mapping[str, Any], name: str) -> Any:
     return settings_type(**values)
 
 
+def _performance(data: Mapping[str, Any], flags: Mapping[str, Any]) -> Performance:
+    settings: Performance = _section(data, "performance")
+    validators = _SECTIONS["performance"][1]
+    given = {
+        key: validators[key](value, PERFORMANCE_FLAGS[key])
+        for key, value in flags.items()
+        if value is not None
+    }
+    return replace(settings, **given)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML file; syntax errors become `ConfigError`s."""
     try:
@@ -331,6 +384,7 @@ def build_config(
     log_format: str | None = None,
     allow_open_proxy: bool | None = None,
     socks4: bool | None = None,
+    performance: Mapping[str, Any] | None = None,
 ) -> ServerConfig:
     """Validate file contents `data`, apply command-line overrides, and check the whole.
 
@@ -339,6 +393,8 @@ def build_config(
         base_dir: relative paths in the file are relative to this folder (the file's own).
         listen, auth, users, log_format, allow_open_proxy, socks4: command-line values; None
             means "not given", so the file's value (or the default) applies.
+        performance: `[performance]` settings from the command line (`PERFORMANCE_FLAGS`);
+            None values are not given.
 
     Raises:
         ConfigError: naming the key at fault.
@@ -402,6 +458,7 @@ def build_config(
         udp=_section(data, "udp"),
         limits=_section(data, "limits"),
         rules=_rules(data),
+        performance=_performance(data, performance or {}),
     )
     _check_whole(config)
     return config
@@ -516,6 +573,15 @@ def _rules(data: Mapping[str, Any]) -> RulesConfig:
 
 
 def _check_whole(config: ServerConfig) -> None:
+    performance = config.performance
+    if performance.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            "performance.event_loop: uvloop is not installed (pip install 'socks5d[fast]')"
+        )
+    if performance.relay == "splice" and not (
+        sys.platform.startswith("linux") and hasattr(os, "splice")
+    ):
+        raise ConfigError("performance.relay: splice needs Linux")
     if AuthMethod.USERNAME_PASSWORD in config.auth and config.users_file is None:
         raise ConfigError("users: required when auth includes userpass")
     open_to_world = [str(a) for a in config.listen if not a.is_loopback]

@@ -39,7 +39,7 @@ _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 MAX_ACCEPT_BACKOFF = 1.0
 
 
-def _bind(address: ListenAddress) -> socket.socket:
+def _bind(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
     infos = socket.getaddrinfo(
         address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -47,6 +47,8 @@ def _bind(address: ListenAddress) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # worker processes: the kernel spreads connections over them
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
@@ -93,8 +95,10 @@ class Server:
     Args:
         config: validated configuration.
         users: the user database; loaded from `config.users_file` when not given.
-        relay_engine: the relay engine; `select_engine()` when not given.
+        relay_engine: the relay engine; the one `config.performance.relay` names when not
+            given.
         resolver: resolves domain-name destinations; the system's resolver when not given.
+        reuse_port: listen with SO_REUSEPORT, beside other processes on the same addresses.
     """
 
     def __init__(
@@ -103,8 +107,11 @@ class Server:
         users: UserDatabase | None = None,
         relay_engine: RelayEngine | None = None,
         resolver: Resolver = system_resolver,
+        *,
+        reuse_port: bool = False,
     ) -> None:
-        self.relay_engine = relay_engine or select_engine()
+        self.relay_engine = relay_engine or select_engine(config.performance.relay)
+        self.reuse_port = reuse_port
         self.resolver = resolver
         self.authenticator = Authenticator(None)
         limits = config.limits
@@ -168,7 +175,7 @@ class Server:
         """Bind every listen address and start accepting."""
         try:
             for address in self.config.listen:
-                self._listeners.append(_bind(address))
+                self._listeners.append(_bind(address, reuse_port=self.reuse_port))
         except BaseException:
             for sock in self._listeners:
                 sock.close()
@@ -245,6 +252,7 @@ class Server:
         for task in sessions:
             task.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
+        self.relay_engine.close()
 
     async def __aenter__(self) -> Server:
         await self.start()

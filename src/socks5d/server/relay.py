@@ -2,8 +2,15 @@
 
 The seam: an engine takes two connected non-blocking sockets (and bytes the client sent ahead
 of the reply), relays until both directions are done or the tunnel is idle too long, and
-returns a `RelayResult`. `select_engine()` is the one place an engine is chosen; a zero-copy
-or a wrapping (GSS-API) engine plugs in there without touching the session.
+returns a `RelayResult`. `select_engine()` is the one place an engine is chosen; the session
+never knows which one runs.
+
+Engines:
+- `SpliceEngine` (Linux, the default there): zero-copy. Bytes go socket -> pipe -> socket with
+  splice(2) inside the kernel, driven by the event loop's readiness callbacks; no task and no
+  buffer per direction, and a pipe only while bytes are in flight (idle tunnels hold none).
+- `PortableEngine`: `sock_recv` / `sock_sendall`; everywhere, and for relays that must see the
+  bytes.
 
 Every engine keeps these promises: both directions run concurrently; a direction reads again
 only after everything it read was written (backpressure: at most one read per direction is in
@@ -15,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +57,10 @@ class RelayEngine(Protocol):
         early_data: bytes = b"",
     ) -> RelayResult:
         """Relay until both directions are done; the caller closes the sockets."""
+        ...
+
+    def close(self) -> None:
+        """Free what the engine keeps between tunnels (the server is closing)."""
         ...
 
 
@@ -116,6 +130,9 @@ class PortableEngine:
                 _shutdown_write(target)
                 return
 
+    def close(self) -> None:
+        """Nothing is kept between tunnels."""
+
     @staticmethod
     async def _watch(tunnel: _Tunnel, idle_timeout: float, *directions: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
@@ -128,6 +145,261 @@ class PortableEngine:
                 return
 
 
-def select_engine() -> RelayEngine:
-    """The engine for a plain tunnel on this platform."""
-    return PortableEngine()
+#: splice(2) flags: move pages rather than copy; never block (the sockets are non-blocking too).
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+#: Pipe capacity asked for with F_SETPIPE_SZ: one splice moves up to this much.
+PIPE_SIZE = 1024 * 1024
+#: Empty pipes kept for the next burst; more are closed.
+PIPE_POOL_SIZE = 64
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class _PipePool:
+    """Empty non-blocking pipes, lent to a direction for one burst and given back empty."""
+
+    __slots__ = ("free", "size")
+
+    def __init__(self) -> None:
+        self.free: list[tuple[int, int]] = []
+        self.size = PIPE_SIZE
+
+    def take(self) -> tuple[int, int]:
+        if self.free:
+            return self.free.pop()
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, self.size)
+        except OSError:  # EPERM above /proc/sys/fs/pipe-max-size: keep what the kernel gives
+            self.size = min(self.size, fcntl.fcntl(write_end, 1032))  # F_GETPIPE_SZ
+        return read_end, write_end
+
+    def give_back(self, pipe: tuple[int, int], *, empty: bool) -> None:
+        if empty and len(self.free) < PIPE_POOL_SIZE:
+            self.free.append(pipe)
+        else:  # bytes left inside (the tunnel failed), or the pool is full
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def close(self) -> None:
+        while self.free:
+            read_end, write_end = self.free.pop()
+            os.close(read_end)
+            os.close(write_end)
+
+
+class _SpliceTunnel:
+    """Both directions of one tunnel, as readiness callbacks. The states of a direction:
+    reading (a reader on its source, no pipe), writing (a writer on its target and a pipe
+    holding `pending` bytes; the source is not read: backpressure), done.
+    """
+
+    __slots__ = (
+        "client",
+        "done",
+        "finished",
+        "idle_timeout",
+        "last_activity",
+        "loop",
+        "pending",
+        "pipes",
+        "pool",
+        "result",
+        "sockets",
+        "timer",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: _PipePool,
+        client: socket.socket,
+        upstream: socket.socket,
+        idle_timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.pool = pool
+        self.sockets = (client, upstream)
+        self.client = client.fileno()
+        self.upstream = upstream.fileno()
+        self.idle_timeout = idle_timeout
+        self.result = RelayResult()
+        # per direction, index 0 = up (client -> upstream), 1 = down
+        self.pipes: list[tuple[int, int] | None] = [None, None]
+        self.pending = [0, 0]
+        self.done = [False, False]
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.last_activity = loop.time()
+        self.timer = loop.call_at(self.last_activity + idle_timeout, self._check_idle)
+
+    def _ends(self, direction: int) -> tuple[int, int]:
+        if direction == 0:
+            return self.client, self.upstream
+        return self.upstream, self.client
+
+    def start(self, direction: int) -> None:
+        self.loop.add_reader(self._ends(direction)[0], self._readable, direction)
+
+    def _readable(self, direction: int) -> None:
+        source, _ = self._ends(direction)
+        try:
+            pipe = self.pipes[direction]
+            if pipe is None:
+                pipe = self.pipes[direction] = self.pool.take()
+            count = os.splice(source, pipe[1], self.pool.size, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            self._release_pipe(direction)
+            return
+        except OSError as exc:
+            self.fail(exc)
+            return
+        self.last_activity = self.loop.time()
+        if count == 0:
+            self.loop.remove_reader(source)
+            self._release_pipe(direction)
+            self._end_direction(direction)
+            return
+        self.pending[direction] = count
+        if not self._flush(direction):  # the target is full: stop reading, wait to write
+            self.loop.remove_reader(source)
+            self.loop.add_writer(self._ends(direction)[1], self._writable, direction)
+
+    def _writable(self, direction: int) -> None:
+        if self._flush(direction):
+            source, target = self._ends(direction)
+            self.loop.remove_writer(target)
+            self.loop.add_reader(source, self._readable, direction)
+
+    def _flush(self, direction: int) -> bool:
+        """Move the pipe's bytes to the target; True when the pipe is empty again."""
+        _, target = self._ends(direction)
+        pipe = self.pipes[direction]
+        assert pipe is not None
+        pending = self.pending[direction]
+        while pending:
+            try:
+                count = os.splice(pipe[0], target, pending, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.pending[direction] = pending
+                self.fail(exc)
+                return False
+            pending -= count
+            if direction == 0:
+                self.result.bytes_up += count
+            else:
+                self.result.bytes_down += count
+        self.pending[direction] = pending
+        if pending:
+            return False
+        self.last_activity = self.loop.time()
+        self._release_pipe(direction)
+        return True
+
+    def _release_pipe(self, direction: int) -> None:
+        pipe = self.pipes[direction]
+        if pipe is not None:
+            self.pipes[direction] = None
+            self.pool.give_back(pipe, empty=not self.pending[direction])
+
+    def _end_direction(self, direction: int) -> None:
+        """The source sent EOF and everything before it was written: pass the EOF on."""
+        _shutdown_write(self.sockets[1 - direction])
+        self.done[direction] = True
+        if all(self.done):
+            self._finish("closed")
+
+    def fail(self, exc: OSError) -> None:
+        self._finish(f"error: {exc}")
+
+    def _check_idle(self) -> None:
+        deadline = self.last_activity + self.idle_timeout
+        if self.loop.time() >= deadline:
+            self._finish("idle timeout")
+        else:
+            self.timer = self.loop.call_at(deadline, self._check_idle)
+
+    def _finish(self, reason: str) -> None:
+        if not self.finished.done():
+            self.result.reason = reason
+            self.finished.set_result(None)
+            self.stop()  # no callback may run after the end
+
+    def stop(self) -> None:
+        """Drop every callback and pipe; safe to call more than once."""
+        self.timer.cancel()
+        for fd in (self.client, self.upstream):
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+        for direction in (0, 1):
+            self._release_pipe(direction)
+
+
+class SpliceEngine:
+    """Zero-copy relay with splice(2) (Linux). Bytes the client sent ahead of the tunnel
+    (`early_data`) are written with an ordinary send first.
+    """
+
+    def __init__(self) -> None:
+        self._pool = _PipePool()
+
+    async def relay(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        idle_timeout: float,
+        early_data: bytes = b"",
+    ) -> RelayResult:
+        loop = asyncio.get_running_loop()
+        tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout)
+        try:
+            tunnel.start(1)
+            if early_data:
+                try:
+                    await loop.sock_sendall(upstream, early_data)
+                    tunnel.result.bytes_up += len(early_data)
+                except OSError as exc:
+                    tunnel.fail(exc)
+            if not tunnel.finished.done():
+                tunnel.start(0)
+            await tunnel.finished
+        finally:
+            tunnel.stop()
+        return tunnel.result
+
+    @property
+    def pooled_pipes(self) -> int:
+        """Empty pipes kept for reuse (two descriptors each)."""
+        return len(self._pool.free)
+
+    def close(self) -> None:
+        """Close the pooled pipes."""
+        self._pool.close()
+
+
+#: `relay` setting -> engine class.
+ENGINES: dict[str, type[PortableEngine] | type[SpliceEngine]] = {
+    "portable": PortableEngine,
+    "splice": SpliceEngine,
+}
+
+
+def splice_available() -> bool:
+    """True where the zero-copy engine works: Linux with os.splice (Python 3.10+)."""
+    return sys.platform.startswith("linux") and hasattr(os, "splice")
+
+
+def select_engine(name: str = "auto") -> RelayEngine:
+    """The engine called `name` ("splice", "portable"), or for "auto" the fastest that works
+    here.
+
+    Raises:
+        ValueError: "splice" asked for where splice(2) is missing.
+    """
+    if name == "auto":
+        name = "splice" if splice_available() else "portable"
+    if name == "splice" and not splice_available():
+        raise ValueError("relay = splice needs Linux (splice(2))")
+    return ENGINES[name]()
