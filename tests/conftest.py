@@ -7,6 +7,7 @@
     def test_auth(start_server):
         server = start_server(users={"alice": "secret"})           # userpass only
         server = start_server(listen=["[::1]:0"], timeouts={"handshake": 0.5})
+        server = start_server(event_loop="uvloop", performance={"relay": "portable"})
 
 The thread hosts its own event loop, so blocking clients (subprocesses, requests) and asyncio
 tests alike can use it. Stopping checks that no session task is left behind.
@@ -26,6 +27,7 @@ import pytest
 from socks5d.config import build_config
 from socks5d.server import Server
 from socks5d.server.accesslog import ACCESS_LOGGER
+from socks5d.server.runtime import loop_factory
 from socks5d.users import UserDatabase, hash_password
 
 #: scrypt cost for test users: cheap, the format is what is under test
@@ -47,9 +49,9 @@ class _RecordCollector(logging.Handler):
 
 
 class RunningServer:
-    """A `Server` on its own thread and event loop."""
+    """A `Server` on its own thread and event loop (`event_loop`: "asyncio" or "uvloop")."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, event_loop: str = "asyncio") -> None:
         self.server = server
         self.records: list[dict[str, Any]] = []
         self.condition = threading.Condition()
@@ -60,7 +62,8 @@ class RunningServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._handler = _RecordCollector(self)
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._event_loop = event_loop
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> RunningServer:
         logging.getLogger(ACCESS_LOGGER).addHandler(self._handler)
@@ -71,6 +74,10 @@ class RunningServer:
         if self._error is not None:
             raise self._error
         return self
+
+    def _run(self) -> None:
+        with asyncio.Runner(loop_factory=loop_factory(self._event_loop)) as runner:
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,6 +142,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         users: dict[str, str] | None = None,
         listen: list[str] | None = None,
         auth: list[str] | None = None,
+        event_loop: str = "asyncio",
         **settings: Any,
     ) -> RunningServer:
         database = None
@@ -147,7 +155,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         config = build_config(
             settings, listen=listen or ["127.0.0.1:0"], auth=auth, users=users_arg
         )
-        server = RunningServer(Server(config, users=database)).start()
+        server = RunningServer(Server(config, users=database), event_loop).start()
         running.append(server)
         return server
 

@@ -16,14 +16,23 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from socks5d import __version__
 from socks5d.client import sync
-from socks5d.config import AUTH_METHODS, LOG_FORMATS, ServerConfig, load_config
+from socks5d.config import (
+    AUTH_METHODS,
+    EVENT_LOOPS,
+    LOG_FORMATS,
+    RELAY_ENGINES,
+    ServerConfig,
+    load_config,
+)
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.server.accesslog import configure_logging
 from socks5d.server.listen import Server
+from socks5d.server.runtime import Supervisor, loop_factory, reserve_ports, worker_count
 from socks5d.users import UserDatabase, set_password
 
 log = logging.getLogger("socks5d.cli")
@@ -64,6 +73,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="do not serve SOCKS4/4a clients (served by default while no-auth is allowed)",
+    )
+
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help='worker processes sharing the listeners (SO_REUSEPORT); "auto": one per CPU '
+        "(default 1)",
+    )
+    serve.add_argument(
+        "--loop",
+        choices=EVENT_LOOPS,
+        help="event loop; auto: uvloop when installed, pip install 'socks5d[fast]' (default auto)",
+    )
+    serve.add_argument(
+        "--relay",
+        choices=RELAY_ENGINES,
+        help="relay engine; auto: splice (zero-copy) on Linux, else portable (default auto)",
     )
 
     passwd = commands.add_parser("passwd", help="add a user or change a user's password")
@@ -129,17 +155,45 @@ def _serve(args: argparse.Namespace) -> int:
             log_format=args.log_format,
             allow_open_proxy=args.allow_open_proxy,
             socks4=args.socks4,
+            performance={"workers": args.workers, "event_loop": args.loop, "relay": args.relay},
         )
         return config, UserDatabase.load(config.users_file) if config.users_file else None
 
     config, users = load()
     configure_logging(config.log_format, config.log_level)
+    new_loop = loop_factory(config.performance.event_loop)
+    workers = worker_count(config.performance.workers)
+
+    def serve(config: ServerConfig, reload: Loader, *, reuse_port: bool) -> int:
+        try:
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                runner.run(run_server(config, users, reload=reload, reuse_port=reuse_port))
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        return 0
+
+    if workers == 1:
+        return serve(config, load, reuse_port=False)
     try:
-        asyncio.run(run_server(config, users, reload=load))
+        shared, reserved = reserve_ports(config)
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    return 0
+
+    def reload_worker() -> tuple[ServerConfig, UserDatabase | None]:
+        new, new_users = load()
+        if new.listen == config.listen:  # port 0 was made a real port once, for all workers
+            new = replace(new, listen=shared.listen)
+        return new, new_users
+
+    try:
+        return Supervisor(
+            workers, lambda _: serve(shared, reload_worker, reuse_port=True), reserved
+        ).run()
+    finally:
+        for sock in reserved:
+            sock.close()
 
 
 Loader = Callable[[], tuple[ServerConfig, UserDatabase | None]]
@@ -159,17 +213,22 @@ def _reload(server: Server, load: Loader) -> None:
 
 
 async def run_server(
-    config: ServerConfig, users: UserDatabase | None = None, reload: Loader | None = None
+    config: ServerConfig,
+    users: UserDatabase | None = None,
+    reload: Loader | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close every listener and session. SIGHUP reloads
     rules, users, limits and timeouts through `reload`, without touching established tunnels.
+    `reuse_port`: listen beside the other worker processes (SO_REUSEPORT).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = [signal.SIGTERM, signal.SIGINT]
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    server = Server(config, users)
+    server = Server(config, users, reuse_port=reuse_port)
     if reload is not None:  # before listening: a SIGHUP must never find the default action
         signals.append(signal.SIGHUP)
         loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)

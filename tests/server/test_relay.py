@@ -35,6 +35,27 @@ MAX_RSS_GROWTH = 16 * 1024 * 1024
 STALL_SECONDS = 1.0
 
 
+#: Every relay engine, on both event loops: the promises hold for each.
+ENGINE_SETUPS = [
+    pytest.param(("asyncio", "portable"), id="asyncio-portable"),
+    pytest.param(("asyncio", "splice"), id="asyncio-splice"),
+    pytest.param(("uvloop", "portable"), id="uvloop-portable"),
+    pytest.param(("uvloop", "splice"), id="uvloop-splice"),
+]
+
+
+@pytest.fixture(params=ENGINE_SETUPS)
+def start_server(start_server, request):
+    """The shared factory, with this test's event loop and relay engine."""
+    event_loop, relay = request.param
+
+    def start(**settings):
+        settings.setdefault("performance", {"relay": relay})
+        return start_server(event_loop=event_loop, **settings)
+
+    return start
+
+
 @pytest.fixture
 def tunnel(socks_server, listener: socket.socket) -> Iterator[tuple[socket.socket, socket.socket]]:
     """(client, destination): the two ends of a tunnel through `socks_server`."""
