@@ -93,6 +93,8 @@ class Performance:
     event_loop: str = "auto"
     #: "splice" (zero-copy, Linux) for "auto", else "portable"
     relay: str = "auto"
+    #: seconds a verified username/password is accepted without the slow hash; 0: never
+    password_cache_ttl: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,12 @@ def _port_range(value: Any, key: str) -> tuple[int, int]:
     return low, high
 
 
+def _not_negative(value: Any, key: str) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _positive(value, key)
+
+
 def _workers(value: Any, key: str) -> int:
     """A number of worker processes, or "auto" (0: one per CPU)."""
     if value == "auto":
@@ -318,6 +326,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
             "workers": _workers,
             "event_loop": lambda value, key: _choice(value, key, EVENT_LOOPS),
             "relay": lambda value, key: _choice(value, key, RELAY_ENGINES),
+            "password_cache_ttl": _not_negative,
         },
     ),
 }

@@ -121,6 +121,10 @@ class UserDatabase:
         """
         return cls(read_users_file(path))
 
+    def lookup(self, username: str) -> PasswordHash | None:
+        """The stored hash of `username`, or None."""
+        return self._hashes.get(username)
+
     def verify(self, username: str, password: str) -> bool:
         """True when `username` exists and `password` is its password. Slow by design."""
         stored = self._hashes.get(username)

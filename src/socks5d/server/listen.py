@@ -151,6 +151,7 @@ class Server:
         )
         self.config = config
         self.authenticator.users = users
+        self.authenticator.cache_ttl = config.performance.password_cache_ttl
         limits = config.limits
         for slots, total, per_client in (
             (self.session_slots, limits.max_sessions, limits.max_sessions_per_client),
