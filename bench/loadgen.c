@@ -6,11 +6,16 @@
  *       TCP echo, sink and source servers plus a UDP echo server on 127.0.0.1, ports picked by
  *       the kernel; prints {"echo":P,"sink":P,"source":P,"udp":P}; serves until stdin closes.
  *         echo    sends back every byte it receives.
- *         sink    discards what it receives; on a byte 0x01 it answers with the number of
- *                 bytes received before that marker (8 bytes, little-endian). Upload data is
- *                 zeros, so the marker ends a timed upload without a half-close, which not
- *                 every proxy relays.
+ *         sink    discards what it receives. Upload data is zeros in blocks of BLOCK bytes;
+ *                 a block that starts with the byte 0x01 instead ends the upload, and the
+ *                 sink answers with the number of bytes before it (8 bytes, little-endian).
+ *                 The marker ends a timed upload without a half-close, which not every proxy
+ *                 relays, and lets the sink look at one byte per block only.
  *         source  waits for one byte, then sends zeros until the peer closes.
+ *
+ * Received bulk data is never copied to this process: recv() with MSG_TRUNC discards TCP data
+ * in the kernel, which leaves more of the machine to the proxy under test. (Sending with
+ * sendfile() from a memfd was tried as well; on loopback it is slower than send().)
  *
  *   loadgen bulk      --dest A --direction up|down --streams N --duration S
  *   loadgen connrate  --dest A --clients C --duration S
@@ -62,7 +67,9 @@ enum {
 
 /* Bytes per send/recv call on bulk paths. */
 #define CHUNK (256 * 1024)
-/* The sink's end-of-upload marker; upload payload is all zeros. */
+/* Upload block size: the sink reads the first byte of each block, discards the rest. */
+#define BLOCK (256 * 1024)
+/* The first byte of the block that ends an upload; every other byte is zero. */
 #define UPLOAD_MARKER 0x01
 /* Payload of one connrate echo. */
 #define CONNRATE_ECHO 32
@@ -79,6 +86,16 @@ enum {
 
 static uint8_t zeros[CHUNK];
 static uint8_t scratch[CHUNK];
+static ssize_t send_zeros(int fd)
+{
+    return send(fd, zeros, CHUNK, MSG_NOSIGNAL);
+}
+
+/* Receive and discard up to `limit` bytes of TCP data without copying them. */
+static ssize_t discard(int fd, size_t limit)
+{
+    return recv(fd, scratch, limit, MSG_TRUNC);
+}
 
 struct options {
     int have_proxy;
@@ -317,11 +334,15 @@ fail:
 
 /* One client connection driven by epoll: connect, SOCKS5 handshake, one echo. */
 enum phase { PHASE_CONNECT, PHASE_METHOD, PHASE_LOGIN, PHASE_REPLY, PHASE_ECHO, PHASE_HELD };
+#define PHASES 6
+static const char *const phase_names[PHASES] = {"connect", "method", "login",
+                                                "reply",   "echo",   "held"};
 
 struct flow {
     int fd;
     uint32_t tag;
     enum phase phase;
+    int error; /* why it failed: an errno value, 0 for a close by the peer, -REP for a refusal */
     size_t have, need, echo_length;
     double started;
     uint8_t buffer[300];
@@ -360,12 +381,48 @@ static void flow_close(struct flow *f)
     f->fd = -1;
 }
 
+/* Failures by the phase they happened in, with the first reason seen in each. */
+static long failures[PHASES];
+static int first_error[PHASES];
+
+static void count_failure(const struct flow *f)
+{
+    if (failures[f->phase]++ == 0)
+        first_error[f->phase] = f->error;
+}
+
+static void print_failures(void)
+{
+    printf("\"failures\":{");
+    for (int p = 0, first = 1; p < PHASES; ++p) {
+        if (failures[p] == 0)
+            continue;
+        char reason[80];
+        if (first_error[p] < 0)
+            snprintf(reason, sizeof reason, "reply X'%02X'", -first_error[p]);
+        else
+            snprintf(reason, sizeof reason, "%s",
+                     first_error[p] ? strerror(first_error[p]) : "closed by peer");
+        printf("%s\"%s\":{\"count\":%ld,\"first\":\"%s\"}", first ? "" : ",", phase_names[p],
+               failures[p], reason);
+        first = 0;
+    }
+    printf("}");
+}
+
+static int flow_fail(struct flow *f, int error)
+{
+    f->error = error;
+    return -1;
+}
+
 /* Send a short message (it fits an empty socket buffer), then wait for `need` bytes. */
 static int flow_send(struct flow *f, int epfd, const void *message, size_t length,
                      enum phase next, size_t need)
 {
-    if (send(f->fd, message, length, MSG_NOSIGNAL) != (ssize_t)length)
-        return -1;
+    ssize_t sent = send(f->fd, message, length, MSG_NOSIGNAL);
+    if (sent != (ssize_t)length)
+        return flow_fail(f, sent < 0 ? errno : EMSGSIZE);
     if (f->phase == PHASE_CONNECT)
         watch(epfd, f->fd, f->tag, EPOLLIN, EPOLL_CTL_MOD);
     f->phase = next;
@@ -387,46 +444,50 @@ static int flow_step(struct flow *f, const struct options *o, int epfd)
     if (f->phase == PHASE_CONNECT) {
         int error = 0;
         socklen_t length = sizeof error;
-        if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0 || error != 0)
-            return -1;
+        if (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0)
+            return flow_fail(f, errno);
+        if (error != 0)
+            return flow_fail(f, error);
         if (!o->have_proxy)
             return flow_send_echo(f, epfd);
         return flow_send(f, epfd, message, build_greeting(message, o), PHASE_METHOD, 2);
     }
     ssize_t got = recv(f->fd, f->buffer + f->have, f->need - f->have, 0);
     if (got == 0)
-        return -1;
+        return flow_fail(f, 0);
     if (got < 0)
-        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        return errno == EAGAIN || errno == EINTR ? 0 : flow_fail(f, errno);
     f->have += (size_t)got;
     if (f->have < f->need)
         return 0;
     switch (f->phase) {
     case PHASE_METHOD:
         if (!check_method(f->buffer, o))
-            return -1;
+            return flow_fail(f, EPROTO);
         if (o->user)
             return flow_send(f, epfd, message, build_userpass(message, o), PHASE_LOGIN, 2);
         return flow_send(f, epfd, message, build_request(message, COMMAND_CONNECT, &o->dest),
                          PHASE_REPLY, 5);
     case PHASE_LOGIN:
         if (f->buffer[0] != USERPASS_VERSION || f->buffer[1] != USERPASS_SUCCESS)
-            return -1;
+            return flow_fail(f, EACCES);
         return flow_send(f, epfd, message, build_request(message, COMMAND_CONNECT, &o->dest),
                          PHASE_REPLY, 5);
     case PHASE_REPLY:
         if (f->need == 5) {
             int length = reply_length(f->buffer);
-            if (f->buffer[0] != SOCKS_VERSION || f->buffer[1] != REPLY_SUCCEEDED || length < 0)
-                return -1;
+            if (f->buffer[0] != SOCKS_VERSION || length < 0)
+                return flow_fail(f, EPROTO);
+            if (f->buffer[1] != REPLY_SUCCEEDED)
+                return flow_fail(f, -(int)f->buffer[1]);
             f->need = (size_t)length;
             return 0; /* level-triggered epoll reports the rest of the reply */
         }
         return flow_send_echo(f, epfd);
     case PHASE_ECHO:
-        return memcmp(f->buffer, echo_pattern, f->echo_length) == 0 ? 1 : -1;
+        return memcmp(f->buffer, echo_pattern, f->echo_length) == 0 ? 1 : flow_fail(f, EPROTO);
     default:
-        return -1;
+        return flow_fail(f, EPROTO);
     }
 }
 
@@ -470,6 +531,7 @@ static int run_connrate(const struct options *o)
                 continue; /* finished after the window: not counted either way */
             if (result < 0) {
                 ++errors;
+                count_failure(f);
                 continue;
             }
             ++completed;
@@ -481,9 +543,11 @@ static int run_connrate(const struct options *o)
         flow_close(&flows[i]);
     qsort(samples, recorded, sizeof *samples, compare_doubles);
     printf("{\"mode\":\"connrate\",\"clients\":%d,\"seconds\":%.6f,\"completed\":%ld,"
-           "\"errors\":%ld,\"rate\":%.3f,\"p50_ms\":%.6f,\"p99_ms\":%.6f}\n",
+           "\"errors\":%ld,\"rate\":%.3f,\"p50_ms\":%.6f,\"p99_ms\":%.6f,",
            o->clients, o->duration, completed, errors, (double)completed / o->duration,
            percentile(samples, recorded, 0.50), percentile(samples, recorded, 0.99));
+    print_failures();
+    printf("}\n");
     return 0;
 }
 
@@ -535,6 +599,7 @@ static int run_idle(const struct options *o)
                 watch(epfd, f->fd, f->tag, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_MOD);
             } else {
                 ++failed;
+                count_failure(f);
                 flow_close(f);
             }
         }
@@ -548,8 +613,10 @@ static int run_idle(const struct options *o)
         }
     }
     printf("{\"mode\":\"idle\",\"tunnels\":%d,\"held\":%ld,\"failed\":%ld,\"pending\":%ld,"
-           "\"seconds\":%.6f}\n",
+           "\"seconds\":%.6f,",
            o->tunnels, held - dropped, failed, pending, seconds);
+    print_failures();
+    printf("}\n");
     fflush(stdout);
 
     /* Hold until standard input closes, noticing tunnels the proxy drops meanwhile. */
@@ -605,19 +672,22 @@ static int run_bulk(const struct options *o)
             int n = epoll_wait(epfd, events, 64, (int)((deadline - t) * 1000.0) + 1);
             for (int k = 0; k < n; ++k) {
                 int i = (int)events[k].data.u32;
-                ssize_t w = send(fds[i], zeros, CHUNK, MSG_NOSIGNAL);
+                ssize_t w = send_zeros(fds[i]);
                 if (w > 0)
                     sent[i] += (uint64_t)w;
                 else if (w < 0 && errno != EAGAIN && errno != EINTR)
                     fail("upload");
             }
         }
-        /* The end marker, then each sink's count: the clock stops once all data arrived. */
+        /* Zeros up to a block boundary, the end marker, then each sink's count: the clock
+         * stops once all data arrived. */
         for (int i = 0; i < o->streams; ++i) {
             uint8_t marker = UPLOAD_MARKER;
+            size_t padding = (BLOCK - sent[i] % BLOCK) % BLOCK;
             fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
-            if (write_all(fds[i], &marker, 1) < 0)
+            if (write_all(fds[i], zeros, padding) < 0 || write_all(fds[i], &marker, 1) < 0)
                 fail("upload marker");
+            sent[i] += padding;
         }
         for (int i = 0; i < o->streams; ++i) {
             uint8_t reply[8];
@@ -645,7 +715,7 @@ static int run_bulk(const struct options *o)
             int n = epoll_wait(epfd, events, 64, (int)((deadline - t) * 1000.0) + 1);
             for (int k = 0; k < n; ++k) {
                 int i = (int)events[k].data.u32;
-                ssize_t got = recv(fds[i], scratch, CHUNK, 0);
+                ssize_t got = discard(fds[i], 4 * CHUNK);
                 if (got > 0) {
                     total += (uint64_t)got;
                 } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -795,6 +865,7 @@ struct connection {
     enum kind kind;
     int sending;              /* source: the go byte arrived */
     uint64_t count;           /* sink: bytes since the last marker */
+    uint32_t block_left;      /* sink: bytes to the next block boundary */
     uint8_t *pending;         /* echo: bytes not yet sent back */
     size_t pending_offset, pending_length;
 };
@@ -878,27 +949,34 @@ static void serve_echo(int epfd, int fd, uint32_t events)
 static void serve_sink(int fd)
 {
     struct connection *c = &table[fd];
-    ssize_t got = recv(fd, scratch, CHUNK, 0);
-    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
-        drop(fd);
-        return;
+    for (int round = 0; round < 4; ++round) { /* a few calls per event, then the others */
+        uint8_t first = 0;
+        ssize_t got = c->block_left > 0 ? discard(fd, c->block_left) : recv(fd, &first, 1, 0);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+            drop(fd);
+            return;
+        }
+        if (got < 0)
+            return;
+        if (c->block_left > 0) {
+            c->block_left -= (uint32_t)got;
+            c->count += (uint64_t)got;
+            continue;
+        }
+        if (first != UPLOAD_MARKER) {
+            c->block_left = BLOCK - 1;
+            c->count += 1;
+            continue;
+        }
+        uint8_t reply[8];
+        for (int b = 0; b < 8; ++b)
+            reply[b] = (uint8_t)(c->count >> (8 * b));
+        c->count = 0;
+        if (send(fd, reply, sizeof reply, MSG_NOSIGNAL) != (ssize_t)sizeof reply) {
+            drop(fd);
+            return;
+        }
     }
-    if (got < 0)
-        return;
-    const uint8_t *marker = memchr(scratch, UPLOAD_MARKER, (size_t)got);
-    if (marker == NULL) {
-        c->count += (uint64_t)got;
-        return;
-    }
-    uint64_t before = c->count + (uint64_t)(marker - scratch);
-    uint8_t reply[8];
-    for (int b = 0; b < 8; ++b)
-        reply[b] = (uint8_t)(before >> (8 * b));
-    if (send(fd, reply, sizeof reply, MSG_NOSIGNAL) != (ssize_t)sizeof reply) {
-        drop(fd);
-        return;
-    }
-    c->count = (uint64_t)(got - (marker - scratch) - 1);
 }
 
 static void serve_source(int epfd, int fd, uint32_t events)
@@ -917,7 +995,7 @@ static void serve_source(int epfd, int fd, uint32_t events)
         }
     }
     if ((events & EPOLLOUT) && c->sending) {
-        ssize_t w = send(fd, zeros, CHUNK, MSG_NOSIGNAL);
+        ssize_t w = send_zeros(fd);
         if (w < 0 && errno != EAGAIN && errno != EINTR)
             drop(fd);
     }

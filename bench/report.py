@@ -161,8 +161,13 @@ def _machine_lines(data: Data) -> list[str]:
         ["CPU", f"{machine['cpus']} x {machine['cpu_model']}"],
         ["kernel", machine["kernel"]],
         ["Python", machine["python"]],
+        [
+            "load average",
+            f"{machine.get('load_at_start', '?')} at the start, "
+            f"{machine.get('load_at_end', '?')} at the end (1, 5, 15 min)",
+        ],
         ["socks5d", f"git {machine['socks5d_git']}"],
-        ["network", f"{where}; {sysctls}"],
+        ["network", f"{where}; {sysctls}; open files {network.get('nofile_limit', '?')}"],
         ["programs", versions or "-"],
         [
             "run",

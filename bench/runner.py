@@ -53,6 +53,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine shows here."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def _git_revision() -> str:
     def git(*arguments: str) -> str:
         result = subprocess.run(
@@ -96,11 +104,21 @@ def run(
         in them), 130 when interrupted.
     """
     started = time.monotonic()
+    load_at_start = load_average()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    procs.raise_nofile_limit()
+    nofile = procs.raise_nofile_limit()
     descriptions = [_describe(target) for target in chosen_targets]
     available = [t for t, d in zip(chosen_targets, descriptions, strict=True) if d["available"]]
     notes = []
+    tunnels = max(settings.idle_sizes)
+    if any(scenario.name == "idle" for scenario in chosen_scenarios) and nofile < 2 * tunnels + 64:
+        notes.append(
+            f"open files are limited to {nofile:,} per process here and the limit cannot be "
+            f"raised (no CAP_SYS_RESOURCE); a single-process proxy needs two descriptors per "
+            f"tunnel, so holding {tunnels:,} idle tunnels runs out of descriptors (EMFILE) "
+            f"and a few tunnels fail; proxies spread over processes (Dante, socks5d --workers) "
+            f"are not limited this way"
+        )
     if default_targets and not any(is_socks5d(target.name) for target in available):
         fallback = _describe(PLAIN_SOCKS5D)
         if fallback["available"]:
@@ -154,8 +172,8 @@ def run(
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
         "elapsed_seconds": time.monotonic() - started,
-        "machine": machine(),
-        "network": network,
+        "machine": {**machine(), "load_at_start": load_at_start, "load_at_end": load_average()},
+        "network": {**network, "nofile_limit": nofile},
         "settings": {**asdict(settings), "idle_sizes": list(settings.idle_sizes)},
         "targets": descriptions,
         "notes": notes,

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import procs
 from bench.loadgen import RUN_MARGIN, Figures, Loadgen, LoadgenError, Ports
+from bench.report import number
 from bench.targets import PASSWORD, USERNAME, Running, Target, TargetError, Workspace
 
 #: Concurrent clients of the connection-rate scenario.
@@ -96,6 +97,14 @@ def _attempt(outcome: Outcome, what: str, step: Callable[[], None]) -> None:
         step()
     except (LoadgenError, TargetError, OSError) as exc:
         outcome.problems.append(f"{what}: {exc}")
+
+
+def failure_summary(figures: Figures) -> str:
+    """The load generator's failures by phase: "reply 4 (reply X'01'), connect 1 (...)"."""
+    return ", ".join(
+        f"{phase} {detail['count']} (first: {detail['first']})"
+        for phase, detail in figures.get("failures", {}).items()
+    )
 
 
 def _cpu(running: Running) -> float | None:
@@ -193,6 +202,10 @@ class ConnectionRate(Scenario):
             outcome.figures[f"{prefix}p50_ms"] = figures["p50_ms"]
             outcome.figures[f"{prefix}p99_ms"] = figures["p99_ms"]
             outcome.figures[f"{prefix}errors"] = figures["errors"]
+            if figures["errors"]:
+                outcome.problems.append(
+                    f"{prefix or 'no-auth '}errors: {failure_summary(figures)}".replace("_", " ")
+                )
 
         _attempt(outcome, "no-auth", lambda: measure("", False))
         if target.supports_userpass:
@@ -320,7 +333,8 @@ class Idle(Scenario):
         if held < n:
             outcome.problems.append(
                 f"{n} tunnels: {held} held, {figures['failed']} failed, "
-                f"{figures['pending']} unfinished after {figures['seconds']:.1f} s"
+                f"{figures['pending']} unfinished after {figures['seconds']:.1f} s; "
+                f"failures: {failure_summary(figures) or 'none'}"
             )
         if figures.get("still_open", held) < held:
             outcome.problems.append(
@@ -390,5 +404,6 @@ def headline_figure(figures: dict[str, Any], scenario: Scenario, settings: Setti
     for metric in scenario.metrics(settings):
         value = figures.get(metric.key)
         if (metric.headline or metric.key.startswith("held_")) and value is not None:
-            parts.append(f"{metric.label} {value:.3g} {metric.unit}".strip())
+            shown = f"{value:,.0f}" if metric.count else number(value)
+            parts.append(f"{metric.label} {shown} {metric.unit}".strip())
     return ", ".join(parts)
