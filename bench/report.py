@@ -280,8 +280,9 @@ def write_markdown(path: Path, data: Data) -> None:
 
 
 def write_chart(path: Path, data: Data) -> str | None:
-    """Grouped bars: throughput and rates relative to direct, latency relative to direct,
-    memory per idle tunnel. Returns a note instead when matplotlib is missing.
+    """Grouped bars, one group per figure, one bar per proxy, whiskers min to max:
+    throughput and rates relative to direct, latency relative to direct, memory per idle
+    tunnel (RSS and PSS). Returns a note instead when matplotlib is missing.
     """
     try:
         import matplotlib
@@ -299,20 +300,21 @@ def write_chart(path: Path, data: Data) -> str | None:
     panels = [
         (
             "Throughput and rates ÷ direct (higher is better)",
-            "ratio",
+            "ratio_to_direct",
             lambda scenario, metric: (
                 metric["headline"] and metric["vs_direct"] and metric["higher_is_better"]
             ),
         ),
         (
             "Round-trip latency ÷ direct (lower is better)",
-            "ratio",
+            "ratio_to_direct",
             lambda scenario, metric: scenario == "latency",
         ),
         (
-            "Memory per idle tunnel, KiB (lower is better)",
+            "Memory per idle tunnel, KiB: sum of RSS, and of PSS, over the process tree "
+            "(lower is better)",
             "value",
-            lambda scenario, metric: metric["key"].startswith("kib_per_tunnel_"),
+            lambda scenario, metric: "kib_per_tunnel_" in metric["key"],
         ),
     ]
     figure, axes = plt.subplots(len(panels), 1, figsize=(12, 13))
@@ -325,18 +327,31 @@ def write_chart(path: Path, data: Data) -> str | None:
         ]
         _bars(axis, data, groups, proxies, kind)
         axis.set_title(title)
-        if kind == "ratio":
-            axis.set_yscale("log")
+        axis.set_yscale("log")
+        if kind == "ratio_to_direct":
             axis.axhline(1.0, color="black", linewidth=0.8)
-    figure.suptitle(f"socks5d benchmark, {data['generated']}")
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(proxies),
+        fontsize="small",
+        bbox_to_anchor=(0.5, 0.965),
+    )
+    figure.suptitle(f"socks5d benchmark, {data['generated']} (direct = 1)")
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return None
 
 
 def _bars(
-    axis: Any, data: Data, groups: list[tuple[str, dict[str, Any]]], proxies: list[str], kind: str
+    axis: Any,
+    data: Data,
+    groups: list[tuple[str, dict[str, Any]]],
+    proxies: list[str],
+    kind: str,
 ) -> None:
     width = 0.8 / max(len(proxies), 1)
     for index, proxy in enumerate(proxies):
@@ -344,11 +359,7 @@ def _bars(
         for scenario, metric in groups:
             entry = data["results"].get(scenario, {}).get(proxy)
             summary = entry["summary"].get(metric["key"]) if entry else None
-            spread = (
-                None
-                if summary is None
-                else summary["ratio_to_direct" if kind == "ratio" else "value"]
-            )
+            spread = None if summary is None else summary[kind]
             if spread is None:
                 heights.append(float("nan"))
                 lows.append(0.0)
@@ -357,10 +368,8 @@ def _bars(
                 heights.append(spread["median"])
                 lows.append(spread["median"] - spread["min"])
                 highs.append(spread["max"] - spread["median"])
-        positions = [
-            group + (index - (len(proxies) - 1) / 2) * width for group in range(len(groups))
-        ]
+        offset = (index - (len(proxies) - 1) / 2) * width
+        positions = [group + offset for group in range(len(groups))]
         axis.bar(positions, heights, width, yerr=[lows, highs], label=proxy, capsize=2)
     axis.set_xticks(range(len(groups)))
     axis.set_xticklabels([f"{scenario}\n{metric['label']}" for scenario, metric in groups])
-    axis.legend(fontsize="small", ncol=4)
