@@ -127,6 +127,7 @@ class Target:
     @contextlib.contextmanager
     def start(self, workspace: Workspace, *, userpass: bool = False) -> Iterator[Running]:
         """Start on a free loopback port, wait until it accepts, stop when the block ends."""
+        last_error = TargetError(f"{self.name} did not start")
         for _ in range(3):  # another process may take the port between probe and bind
             port = _free_port()
             child = procs.Child(
