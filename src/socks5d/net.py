@@ -91,6 +91,11 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
         Socks5Error: the most telling error of all the failed attempts.
     """
     remaining = list(targets)
+    if len(remaining) == 1:  # nothing to race: no task, no timer
+        try:
+            return await _attempt(*remaining[0])
+        except OSError as exc:
+            raise error_for_oserror(exc) from exc
     pending: set[asyncio.Task[socket.socket]] = set()
     errors: list[Socks5Error] = []
     try:
@@ -105,8 +110,8 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
             )
             winners = [task.result() for task in done if task.exception() is None]
             for task in done:
-                if (exc := task.exception()) is not None:
-                    errors.append(error_for_oserror(exc))
+                if (failure := task.exception()) is not None:
+                    errors.append(error_for_oserror(failure))
             if winners:
                 for extra in winners[1:]:
                     extra.close()

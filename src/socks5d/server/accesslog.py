@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -34,8 +35,16 @@ ACCESS_FIELDS = (
 )
 
 
+#: Printable ASCII but space and double quote: written as they are.
+_PLAIN = re.compile(r"[!#-~]+")
+
+
 def _text_value(value: Any) -> str:
+    if type(value) is int:
+        return str(value)
     text = "-" if value is None or value == "" else str(value)
+    if _PLAIN.fullmatch(text):
+        return text
     # Quote (and so escape) anything a client chose that could break the line or a terminal:
     # spaces, quotes, control characters.
     if '"' in text or not text.isprintable() or any(c.isspace() for c in text):
@@ -46,9 +55,17 @@ def _text_value(value: Any) -> str:
 class TextFormatter(logging.Formatter):
     """`2026-11-25T12:00:00.123Z INFO socks5d.access session client=... reply=succeeded ...`."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name} "
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = f"{self._stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name} "
         line += record.getMessage()
         fields = getattr(record, "fields", None)
         if fields:

@@ -16,6 +16,7 @@ import socket
 import time
 from collections import Counter
 from itertools import pairwise
+from typing import Any
 
 from socks5d.config import ListenAddress, ServerConfig
 from socks5d.net import address_of, format_peer
@@ -35,8 +36,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 BACKLOG = 1024
 #: accept() errors that mean "out of descriptors or memory": back off and retry, never stop.
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-#: The longest pause of the accept loop after running out of descriptors.
+#: The longest pause of accepting after running out of descriptors.
 MAX_ACCEPT_BACKOFF = 1.0
+#: The most connections accepted per readiness event, before other work gets a turn.
+ACCEPT_BATCH = 32
 
 
 def _bind(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
@@ -123,7 +126,9 @@ class Server:
         #: how many connections were refused before the greeting, by reason
         self.refused: Counter[str] = Counter()
         self._listeners: list[socket.socket] = []
-        self._accept_tasks: list[asyncio.Task[None]] = []
+        #: pauses of accepting after running out of descriptors
+        self._paused: dict[socket.socket, asyncio.TimerHandle] = {}
+        self._backoff = 0.0
         self._sessions: set[asyncio.Task[None]] = set()
         self.apply(config, users)
 
@@ -185,42 +190,56 @@ class Server:
         for sock in self._listeners:
             name = format_peer(sock.getsockname())
             log.info("listening on %s", name, extra={"fields": {"listener": name}})
-            self._accept_tasks.append(asyncio.create_task(self._accept_loop(sock, name)))
+            self._watch(sock, name)
 
-    async def _accept_loop(self, listener: socket.socket, name: str) -> None:
+    def _accept(self, listener: socket.socket, name: str) -> None:
+        """The listener is readable: accept what is queued (up to `ACCEPT_BATCH`), start a
+        session for each. Out of descriptors: stop watching the listener for a growing pause.
+        """
         loop = asyncio.get_running_loop()
-        backoff = 0.0
-        while True:
+        for _ in range(ACCEPT_BATCH):
             try:
-                client, peer = await loop.sock_accept(listener)
+                client, peer = listener.accept()
+            except BlockingIOError:
+                return
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
-                    backoff = min(MAX_ACCEPT_BACKOFF, backoff * 2 or 0.01)
-                    log.warning("accept on %s: %s; retrying in %.2fs", name, exc, backoff)
-                    await asyncio.sleep(backoff)
+                    self._backoff = min(MAX_ACCEPT_BACKOFF, self._backoff * 2 or 0.01)
+                    log.warning("accept on %s: %s; retrying in %.2fs", name, exc, self._backoff)
+                    loop.remove_reader(listener.fileno())
+                    self._paused[listener] = loop.call_later(
+                        self._backoff, self._watch, listener, name
+                    )
                 else:
                     log.warning("accept on %s: %s", name, exc)
-                continue
-            backoff = 0.0
-            client_ip = address_of(peer).host
-            assert not isinstance(client_ip, DomainName)
-            refusal = self._admit(client_ip, name)
-            if refusal is not None:
-                self.refused[refusal] += 1
-                log.info(
-                    "refused %s on %s: %s",
-                    format_peer(peer),
-                    name,
-                    refusal,
-                    extra={"fields": {"client": format_peer(peer), "listener": name}},
-                )
-                client.close()
-                continue
-            client.setblocking(False)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = asyncio.create_task(Session(self, client, peer, name).run())
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
+                return
+            self._backoff = 0.0
+            self._start_session(client, peer, name)
+
+    def _watch(self, listener: socket.socket, name: str) -> None:
+        self._paused.pop(listener, None)
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener, name)
+
+    def _start_session(self, client: socket.socket, peer: Any, name: str) -> None:
+        client_ip = address_of(peer).host
+        assert not isinstance(client_ip, DomainName)
+        refusal = self._admit(client_ip, name)
+        if refusal is not None:
+            self.refused[refusal] += 1
+            log.info(
+                "refused %s on %s: %s",
+                format_peer(peer),
+                name,
+                refusal,
+                extra={"fields": {"client": format_peer(peer), "listener": name}},
+            )
+            client.close()
+            return
+        client.setblocking(False)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = asyncio.create_task(Session(self, client, peer, name).run())
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
 
     def _admit(self, client: IPAddress, listener: str) -> str | None:
         """None when `client` may start a session, else why not. On success the session owns
@@ -242,11 +261,12 @@ class Server:
 
     async def close(self) -> None:
         """Stop accepting, end every session and close every socket."""
-        for task in self._accept_tasks:
-            task.cancel()
-        await asyncio.gather(*self._accept_tasks, return_exceptions=True)
-        self._accept_tasks.clear()
+        loop = asyncio.get_running_loop()
+        for handle in self._paused.values():
+            handle.cancel()
+        self._paused.clear()
         for sock in self._listeners:
+            loop.remove_reader(sock.fileno())
             sock.close()
         self._listeners.clear()
         sessions = list(self._sessions)

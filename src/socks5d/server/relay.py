@@ -205,6 +205,7 @@ class _SpliceTunnel:
         "pool",
         "result",
         "sockets",
+        "stopped",
         "timer",
         "upstream",
     )
@@ -229,6 +230,7 @@ class _SpliceTunnel:
         self.pending = [0, 0]
         self.done = [False, False]
         self.finished: asyncio.Future[None] = loop.create_future()
+        self.stopped = False
         self.last_activity = loop.time()
         self.timer = loop.call_at(self.last_activity + idle_timeout, self._check_idle)
 
@@ -260,7 +262,8 @@ class _SpliceTunnel:
             self._end_direction(direction)
             return
         self.pending[direction] = count
-        if not self._flush(direction):  # the target is full: stop reading, wait to write
+        if not self._flush(direction) and not self.stopped:
+            # the target is full: stop reading, wait until it can take more
             self.loop.remove_reader(source)
             self.loop.add_writer(self._ends(direction)[1], self._writable, direction)
 
@@ -328,11 +331,16 @@ class _SpliceTunnel:
 
     def stop(self) -> None:
         """Drop every callback and pipe; safe to call more than once."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.timer.cancel()
-        for fd in (self.client, self.upstream):
-            self.loop.remove_reader(fd)
-            self.loop.remove_writer(fd)
         for direction in (0, 1):
+            if not self.done[direction]:
+                source, target = self._ends(direction)
+                self.loop.remove_reader(source)
+                if self.pending[direction]:
+                    self.loop.remove_writer(target)
             self._release_pipe(direction)
 
 
