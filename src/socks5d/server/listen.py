@@ -221,7 +221,8 @@ class Server:
         asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener, name)
 
     def _start_session(self, client: socket.socket, peer: Any, name: str) -> None:
-        client_ip = address_of(peer).host
+        address = address_of(peer)
+        client_ip = address.host
         assert not isinstance(client_ip, DomainName)
         refusal = self._admit(client_ip, name)
         if refusal is not None:
@@ -237,7 +238,7 @@ class Server:
             return
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task = asyncio.create_task(Session(self, client, peer, name).run())
+        task = asyncio.create_task(Session(self, client, peer, name, address).run())
         self._sessions.add(task)
         task.add_done_callback(self._sessions.discard)
 

@@ -64,12 +64,13 @@ def _discard_unread(sock: socket.socket) -> None:
 class Session:
     """Serves one accepted client socket from greeting to close."""
 
-    def __init__(self, server: Server, client: socket.socket, peer: Any, listener: str) -> None:
+    def __init__(
+        self, server: Server, client: socket.socket, peer: Any, listener: str, address: Address
+    ) -> None:
         self.server = server
         self.client = client
-        #: the client's address and our end of its connection
-        self.peer = address_of(peer)
-        self.local = address_of(client.getsockname())
+        #: the client's address (`peer` as an `Address`)
+        self.peer = address
         self.connection = proto.ServerConnection(accept_socks4=server.config.serves_socks4)
         #: the authenticated user (RFC 1929), for the rules
         self.user: str | None = None
@@ -79,6 +80,11 @@ class Session:
         self.early_data = bytearray()
         self.record: dict[str, Any] = dict.fromkeys(ACCESS_FIELDS)
         self.record.update(client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0)
+
+    @property
+    def local(self) -> Address:
+        """Our end of the client's connection."""
+        return address_of(self.client.getsockname())
 
     async def run(self) -> None:
         """Serve the client; never raises except `CancelledError`."""
@@ -115,7 +121,19 @@ class Session:
             _discard_unread(self.client)
             self.client.close()
             self.record["duration"] = round(time.monotonic() - self.started, 6)
-            access_log.info("session", extra={"fields": self.record})
+            if access_log.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
+                access_log.handle(
+                    access_log.makeRecord(
+                        ACCESS_LOGGER,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "session",
+                        (),
+                        None,
+                        extra={"fields": self.record},
+                    )
+                )
 
     async def _reply_failure(self, exc: Socks5Error) -> None:
         # OSError: the client is gone; the outcome says why the request failed
