@@ -32,7 +32,13 @@ from socks5d.config import (
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.server.accesslog import configure_logging
 from socks5d.server.listen import Server
-from socks5d.server.runtime import Supervisor, loop_factory, reserve_ports, worker_count
+from socks5d.server.runtime import (
+    Supervisor,
+    loop_factory,
+    reserve_ports,
+    unblock_signals,
+    worker_count,
+)
 from socks5d.users import UserDatabase, set_password
 
 log = logging.getLogger("socks5d.cli")
@@ -232,6 +238,7 @@ async def run_server(
     if reload is not None:  # before listening: a SIGHUP must never find the default action
         signals.append(signal.SIGHUP)
         loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
+    unblock_signals(signals)
     try:
         async with server:
             await stop.wait()

@@ -281,7 +281,7 @@ def _workers(value: Any, key: str) -> int:
     """A number of worker processes, or "auto" (0: one per CPU)."""
     if value == "auto":
         return 0
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
         raise ConfigError(f'{key}: must be "auto" or a number of processes, got {value!r}')

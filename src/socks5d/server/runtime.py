@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from socks5d.config import ListenAddress, ServerConfig
@@ -35,6 +35,13 @@ STARTUP_SECONDS = 2.0
 SHUTDOWN_GRACE = 30.0
 
 _SUPERVISOR_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+#: The signals a server's event loop handles (`run_server`).
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def unblock_signals(handled: Iterable[signal.Signals]) -> None:
+    """Let `handled` through once their handlers are installed (a new worker blocks them)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
 
 def loop_factory(name: str) -> LoopFactory:
@@ -67,6 +74,14 @@ def worker_count(setting: int) -> int:
         return os.cpu_count() or 1
 
 
+def _stream_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
 def reserve_ports(config: ServerConfig) -> tuple[ServerConfig, list[socket.socket]]:
     """Bind (without listening) one SO_REUSEPORT socket per listen address, so that port 0
     becomes a real port every worker can share and no other program takes a port while a
@@ -84,14 +99,16 @@ def reserve_ports(config: ServerConfig) -> tuple[ServerConfig, list[socket.socke
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # First without SO_REUSEPORT: fails when anyone listens there, even a program
+            # with SO_REUSEPORT of its own, whose connections the workers would share.
+            with _stream_socket(family) as probe:
+                probe.bind(sockaddr)
+                port = probe.getsockname()[1]
+            sock = _stream_socket(family)
             reserved.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            addresses.append(ListenAddress(address.host, sock.getsockname()[1]))
+            sock.bind((sockaddr[0], port, *sockaddr[2:]))
+            addresses.append(ListenAddress(address.host, port))
     except BaseException:
         for sock in reserved:
             sock.close()
@@ -151,7 +168,9 @@ class Supervisor:
         if pid == 0:  # the worker: never returns into the supervisor's code
             status = 1
             try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+                # SIGHUP, SIGTERM and SIGINT stay blocked (pending, not lost) until the
+                # worker's event loop has its handlers (`unblock_signals`).
+                signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask | HANDLED_SIGNALS)
                 for sock in self.keep:
                     sock.close()
                 status = self.run_worker(number)
