@@ -376,7 +376,9 @@ def test_two_workers_share_one_port_and_both_serve(
 
     assert server.finish() == 0
     stopped = {
-        int(m) for m in re.findall(r"worker \d \(pid (\d+)\) stopped", str(server.messages()))
+        int(match[1])
+        for message in server.messages()
+        if (match := re.fullmatch(r"worker [12] \(pid (\d+)\) stopped", message))
     }
     assert stopped == workers
     records = [e for e in server.entries if e["logger"] == "socks5d.access"]
