@@ -39,6 +39,33 @@ ACCESS_FIELDS = (
 _PLAIN = re.compile(r"[!#-~]+")
 
 
+class AccessRecord:
+    """The fields of one session's access-log line, filled in as the session goes on. Read
+    and written like a dict (`record["reply"] = ...`); slotted, because an open tunnel keeps
+    its record for as long as it lasts.
+    """
+
+    __slots__ = ACCESS_FIELDS
+
+    def __init__(self, **fields: Any) -> None:
+        for name in ACCESS_FIELDS:
+            setattr(self, name, fields.get(name))
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, name, value)
+
+    def update(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields in `ACCESS_FIELDS` order."""
+        return {name: getattr(self, name) for name in ACCESS_FIELDS}
+
+
 def _text_value(value: Any) -> str:
     if type(value) is int:
         return str(value)

@@ -71,7 +71,9 @@ async def open_outbound(
 
 
 async def serve_connect(session: Session, request: Request) -> None:
-    """CONNECT (RFC 1928 §6): connect, reply with the outbound socket's address, relay."""
+    """CONNECT (RFC 1928 §6): connect, reply with the outbound socket's address, hand the
+    two sockets over to the relay engine.
+    """
     server = session.server
     destination = request.destination
 
@@ -85,8 +87,10 @@ async def serve_connect(session: Session, request: Request) -> None:
     upstream = await open_outbound(
         destination, server.config.timeouts.connect, server.resolver, check
     )
+    del check  # nothing the tunnel needs stays referenced while it lasts
     try:
         await session.reply(Reply.SUCCEEDED, address_of(upstream.getsockname()))
-        await session.relay(upstream)
-    finally:
+    except BaseException:
         upstream.close()
+        raise
+    session.hand_over(upstream)

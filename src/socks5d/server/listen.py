@@ -130,6 +130,8 @@ class Server:
         self._paused: dict[socket.socket, asyncio.TimerHandle] = {}
         self._backoff = 0.0
         self._sessions: set[asyncio.Task[None]] = set()
+        #: sessions whose tunnel the relay engine runs (`Session.hand_over`)
+        self.tunnels: set[Session] = set()
         self.apply(config, users)
 
     def apply(self, config: ServerConfig, users: UserDatabase | None = None) -> None:
@@ -175,7 +177,7 @@ class Server:
     @property
     def active_sessions(self) -> int:
         """Sessions being served now."""
-        return len(self._sessions)
+        return len(self._sessions) + len(self.tunnels)
 
     async def start(self) -> None:
         """Bind every listen address and start accepting."""
@@ -274,6 +276,10 @@ class Server:
         for task in sessions:
             task.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
+        tunnels = [session.tunnel for session in self.tunnels if session.tunnel is not None]
+        for tunnel in tunnels:
+            tunnel.abort()
+        await asyncio.gather(*(tunnel.wait() for tunnel in tunnels))
         self.relay_engine.close()
 
     async def __aenter__(self) -> Server:

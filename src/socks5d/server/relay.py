@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,8 +47,41 @@ class RelayResult:
     reason: str = "closed"
 
 
+class Tunnel(Protocol):
+    """A relay started with `RelayEngine.start`."""
+
+    def abort(self) -> None:
+        """End the relay now (the server is closing); `done` still gets called."""
+        ...
+
+    async def wait(self) -> None:
+        """Return once the relay has ended and `done` was called."""
+        ...
+
+
+#: Called once with the result when a started relay ends.
+DoneCallback = Callable[[RelayResult], None]
+
+
 class RelayEngine(Protocol):
-    """The relay seam."""
+    """The relay seam: `relay` runs a tunnel to its end; `start` runs it in the background
+    and reports through `done`, so the caller (a CONNECT session) needs no task of its own
+    while the tunnel lasts.
+    """
+
+    def start(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        idle_timeout: float,
+        early_data: bytes,
+        done: DoneCallback,
+    ) -> Tunnel:
+        """Start relaying; `done(result)` is called when it ends. The caller closes the
+        sockets after that.
+        """
+        ...
 
     async def relay(
         self,
@@ -82,8 +117,43 @@ class _Tunnel:
         self.last_activity = now
 
 
+class _TaskTunnel:
+    """A relay coroutine running as a task."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, relay: Awaitable[RelayResult], done: DoneCallback) -> None:
+        self.task = asyncio.ensure_future(self._run(relay, done))
+
+    @staticmethod
+    async def _run(relay: Awaitable[RelayResult], done: DoneCallback) -> None:
+        try:
+            result = await relay
+        except asyncio.CancelledError:
+            result = RelayResult(reason="server closing")
+        done(result)
+
+    def abort(self) -> None:
+        self.task.cancel()
+
+    async def wait(self) -> None:
+        await asyncio.wait([self.task])
+
+
 class PortableEngine:
     """asyncio socket calls (`sock_recv` / `sock_sendall`); works everywhere, copies bytes."""
+
+    def start(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        idle_timeout: float,
+        early_data: bytes,
+        done: DoneCallback,
+    ) -> Tunnel:
+        relay = self.relay(client, upstream, idle_timeout=idle_timeout, early_data=early_data)
+        return _TaskTunnel(relay, done)
 
     async def relay(
         self,
@@ -152,6 +222,9 @@ PIPE_SIZE = 1024 * 1024
 #: Empty pipes kept for the next burst; more are closed.
 PIPE_POOL_SIZE = 64
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: The context the idle timers run in: one shared, not a copy per timer (tunnels set no
+#: context variables).
+_CONTEXT = contextvars.Context()
 
 
 class _PipePool:
@@ -190,13 +263,15 @@ class _PipePool:
 class _SpliceTunnel:
     """Both directions of one tunnel, as readiness callbacks. The states of a direction:
     reading (a reader on its source, no pipe), writing (a writer on its target and a pipe
-    holding `pending` bytes; the source is not read: backpressure), done.
+    holding `pending` bytes; the source is not read: backpressure), done. An idle tunnel is
+    this object, two readers and a timer: no task, no coroutine, no pipe.
     """
 
     __slots__ = (
         "client",
         "done",
-        "finished",
+        "early",
+        "ended",
         "idle_timeout",
         "last_activity",
         "loop",
@@ -205,9 +280,9 @@ class _SpliceTunnel:
         "pool",
         "result",
         "sockets",
-        "stopped",
         "timer",
         "upstream",
+        "waiter",
     )
 
     def __init__(
@@ -217,6 +292,7 @@ class _SpliceTunnel:
         client: socket.socket,
         upstream: socket.socket,
         idle_timeout: float,
+        done: DoneCallback | None,
     ) -> None:
         self.loop = loop
         self.pool = pool
@@ -224,23 +300,48 @@ class _SpliceTunnel:
         self.client = client.fileno()
         self.upstream = upstream.fileno()
         self.idle_timeout = idle_timeout
+        self.done = done
         self.result = RelayResult()
         # per direction, index 0 = up (client -> upstream), 1 = down
         self.pipes: list[tuple[int, int] | None] = [None, None]
         self.pending = [0, 0]
-        self.done = [False, False]
-        self.finished: asyncio.Future[None] = loop.create_future()
-        self.stopped = False
+        #: bit 1 << direction: that direction has passed its EOF on; 4: the whole tunnel ended
+        self.ended = 0
+        #: bytes the client sent before the tunnel, still to be written upstream
+        self.early = b""
+        self.waiter: asyncio.Future[None] | None = None
         self.last_activity = loop.time()
-        self.timer = loop.call_at(self.last_activity + idle_timeout, self._check_idle)
+        self.timer = loop.call_at(
+            self.last_activity + idle_timeout, self._check_idle, context=_CONTEXT
+        )
+
+    def begin(self, early_data: bytes) -> None:
+        """Start both directions; the client's direction after `early_data` is written."""
+        self.loop.add_reader(self.upstream, self._readable, 1)
+        self.early = early_data
+        self._send_early()
+
+    def _send_early(self) -> None:
+        if self.early:
+            try:
+                sent = self.sockets[1].send(self.early)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.fail(exc)
+                return
+            self.result.bytes_up += sent
+            self.early = self.early[sent:]
+            if self.early:
+                self.loop.add_writer(self.upstream, self._send_early)
+                return
+            self.loop.remove_writer(self.upstream)
+        self.loop.add_reader(self.client, self._readable, 0)
 
     def _ends(self, direction: int) -> tuple[int, int]:
         if direction == 0:
             return self.client, self.upstream
         return self.upstream, self.client
-
-    def start(self, direction: int) -> None:
-        self.loop.add_reader(self._ends(direction)[0], self._readable, direction)
 
     def _readable(self, direction: int) -> None:
         source, _ = self._ends(direction)
@@ -262,7 +363,7 @@ class _SpliceTunnel:
             self._end_direction(direction)
             return
         self.pending[direction] = count
-        if not self._flush(direction) and not self.stopped:
+        if not self._flush(direction) and not self.ended & 4:
             # the target is full: stop reading, wait until it can take more
             self.loop.remove_reader(source)
             self.loop.add_writer(self._ends(direction)[1], self._writable, direction)
@@ -309,8 +410,8 @@ class _SpliceTunnel:
     def _end_direction(self, direction: int) -> None:
         """The source sent EOF and everything before it was written: pass the EOF on."""
         _shutdown_write(self.sockets[1 - direction])
-        self.done[direction] = True
-        if all(self.done):
+        self.ended |= 1 << direction
+        if self.ended & 3 == 3:
             self._finish("closed")
 
     def fail(self, exc: OSError) -> None:
@@ -321,27 +422,37 @@ class _SpliceTunnel:
         if self.loop.time() >= deadline:
             self._finish("idle timeout")
         else:
-            self.timer = self.loop.call_at(deadline, self._check_idle)
+            self.timer = self.loop.call_at(deadline, self._check_idle, context=_CONTEXT)
+
+    def abort(self) -> None:
+        self._finish("server closing")
+
+    async def wait(self) -> None:
+        if not self.ended & 4:
+            self.waiter = self.loop.create_future()
+            await self.waiter
 
     def _finish(self, reason: str) -> None:
-        if not self.finished.done():
-            self.result.reason = reason
-            self.finished.set_result(None)
-            self.stop()  # no callback may run after the end
-
-    def stop(self) -> None:
-        """Drop every callback and pipe; safe to call more than once."""
-        if self.stopped:
+        """End the tunnel: drop every callback and pipe, then report. Runs once."""
+        if self.ended & 4:
             return
-        self.stopped = True
         self.timer.cancel()
+        loop = self.loop
         for direction in (0, 1):
-            if not self.done[direction]:
+            if not self.ended & (1 << direction):
                 source, target = self._ends(direction)
-                self.loop.remove_reader(source)
+                loop.remove_reader(source)
                 if self.pending[direction]:
-                    self.loop.remove_writer(target)
+                    loop.remove_writer(target)
             self._release_pipe(direction)
+        if self.early:
+            loop.remove_writer(self.upstream)
+        self.ended |= 4
+        self.result.reason = reason
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        if self.done is not None:
+            self.done(self.result)
 
 
 class SpliceEngine:
@@ -352,6 +463,20 @@ class SpliceEngine:
     def __init__(self) -> None:
         self._pool = _PipePool()
 
+    def start(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        idle_timeout: float,
+        early_data: bytes,
+        done: DoneCallback | None,
+    ) -> Tunnel:
+        loop = asyncio.get_running_loop()
+        tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout, done)
+        tunnel.begin(early_data)
+        return tunnel
+
     async def relay(
         self,
         client: socket.socket,
@@ -361,20 +486,12 @@ class SpliceEngine:
         early_data: bytes = b"",
     ) -> RelayResult:
         loop = asyncio.get_running_loop()
-        tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout)
+        tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout, None)
         try:
-            tunnel.start(1)
-            if early_data:
-                try:
-                    await loop.sock_sendall(upstream, early_data)
-                    tunnel.result.bytes_up += len(early_data)
-                except OSError as exc:
-                    tunnel.fail(exc)
-            if not tunnel.finished.done():
-                tunnel.start(0)
-            await tunnel.finished
+            tunnel.begin(early_data)
+            await tunnel.wait()
         finally:
-            tunnel.stop()
+            tunnel.abort()  # cancelled: stop relaying; finished: nothing to do
         return tunnel.result
 
     @property

@@ -20,10 +20,11 @@ from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
-from socks5d.server.accesslog import ACCESS_FIELDS, ACCESS_LOGGER
+from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
+from socks5d.server.relay import RelayResult, Tunnel
 from socks5d.server.rules import IPAddress
 from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
@@ -42,6 +43,9 @@ MAX_EARLY_DATA = 64 * 1024
 
 Request = proto.CommandRequest | proto.Socks4Request
 CommandHandler = Callable[["Session", Request], Awaitable[None]]
+
+#: What a handed-over session keeps of its early data (the tunnel took the bytes).
+_NO_EARLY_DATA = bytearray()
 
 #: States in which the protocol still owes the client a reply.
 _REPLY_STATES = {State.REPLY, State.SECOND_REPLY, State.SOCKS4_REPLY, State.SOCKS4_SECOND_REPLY}
@@ -64,6 +68,20 @@ def _discard_unread(sock: socket.socket) -> None:
 class Session:
     """Serves one accepted client socket from greeting to close."""
 
+    __slots__ = (
+        "client",
+        "connection",
+        "early_data",
+        "listener",
+        "peer",
+        "record",
+        "server",
+        "started",
+        "tunnel",
+        "upstream",
+        "user",
+    )
+
     def __init__(
         self, server: Server, client: socket.socket, peer: Any, listener: str, address: Address
     ) -> None:
@@ -78,8 +96,12 @@ class Session:
         self.started = time.monotonic()
         #: bytes the client sent that belong to the tunnel, not the handshake
         self.early_data = bytearray()
-        self.record: dict[str, Any] = dict.fromkeys(ACCESS_FIELDS)
-        self.record.update(client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0)
+        #: the destination, once the tunnel is handed over to the relay engine
+        self.upstream: socket.socket | None = None
+        self.tunnel: Tunnel | None = None
+        self.record = AccessRecord(
+            client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0
+        )
 
     @property
     def local(self) -> Address:
@@ -117,23 +139,30 @@ class Session:
             log.exception("session %s crashed", self.record["client"])
             self.record["outcome"] = "internal error"
         finally:
-            self.server.session_slots.release(client_ip)
-            _discard_unread(self.client)
-            self.client.close()
-            self.record["duration"] = round(time.monotonic() - self.started, 6)
-            if access_log.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
-                access_log.handle(
-                    access_log.makeRecord(
-                        ACCESS_LOGGER,
-                        logging.INFO,
-                        __file__,
-                        0,
-                        "session",
-                        (),
-                        None,
-                        extra={"fields": self.record},
-                    )
+            if self.upstream is None:  # else the tunnel ends the session (`hand_over`)
+                self._end()
+
+    def _end(self) -> None:
+        """Give back the session's slot, close the client, write the access-log line."""
+        client_ip = self.peer.host
+        assert not isinstance(client_ip, proto.DomainName)
+        self.server.session_slots.release(client_ip)
+        _discard_unread(self.client)
+        self.client.close()
+        self.record["duration"] = round(time.monotonic() - self.started, 6)
+        if access_log.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
+            access_log.handle(
+                access_log.makeRecord(
+                    ACCESS_LOGGER,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    "session",
+                    (),
+                    None,
+                    extra={"fields": self.record.as_dict()},
                 )
+            )
 
     async def _reply_failure(self, exc: Socks5Error) -> None:
         # OSError: the client is gone; the outcome says why the request failed
@@ -261,6 +290,38 @@ class Session:
             if keep:
                 self.early_data += data
         await asyncio.Event().wait()  # stop reading; the caller cancels us
+
+    def hand_over(self, upstream: socket.socket) -> None:
+        """CONNECT is established: relay between the client and `upstream` in the background.
+        The session's task ends now; the tunnel owns both sockets, and when it ends it closes
+        them, writes the access-log line and frees the slot. An idle tunnel costs no task.
+        """
+        server = self.server
+        self.upstream = upstream
+        server.tunnels.add(self)
+        try:
+            self.tunnel = server.relay_engine.start(
+                self.client,
+                upstream,
+                idle_timeout=server.config.timeouts.idle,
+                early_data=self.connection.trailing_data + bytes(self.early_data),
+                done=self._relayed,
+            )
+            self.early_data = _NO_EARLY_DATA
+        except BaseException:  # not started: the session ends the usual way
+            server.tunnels.discard(self)
+            self.upstream = None
+            upstream.close()
+            raise
+
+    def _relayed(self, result: RelayResult) -> None:
+        self.record["bytes_up"] = result.bytes_up
+        self.record["bytes_down"] = result.bytes_down
+        self.record["outcome"] = result.reason
+        self.server.tunnels.discard(self)
+        if self.upstream is not None:
+            self.upstream.close()
+        self._end()
 
     async def relay(self, upstream: socket.socket) -> None:
         """Relay between the client and `upstream` until both directions are done."""
