@@ -105,6 +105,7 @@ def run(
     """
     started = time.monotonic()
     load_at_start = load_average()
+    measured_on = machine()  # socks5d's revision as the first proxy starts
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     nofile = procs.raise_nofile_limit()
     descriptions = [_describe(target) for target in chosen_targets]
@@ -172,7 +173,7 @@ def run(
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
         "elapsed_seconds": time.monotonic() - started,
-        "machine": {**machine(), "load_at_start": load_at_start, "load_at_end": load_average()},
+        "machine": {**measured_on, "load_at_start": load_at_start, "load_at_end": load_average()},
         "network": {**network, "nofile_limit": nofile},
         "settings": {**asdict(settings), "idle_sizes": list(settings.idle_sizes)},
         "targets": descriptions,
@@ -188,6 +189,12 @@ def run(
         ],
         "results": results,
     }
+    revision_at_end = _git_revision()
+    if revision_at_end != measured_on["socks5d_git"]:
+        notes.append(
+            f"socks5d's source changed during the run: git {measured_on['socks5d_git']} at "
+            f"the start, {revision_at_end} at the end; later proxies ran the newer code"
+        )
     report.summarize(data)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "results.json", data)
