@@ -264,3 +264,36 @@ def test_handshake_data_and_eof_in_one_burst_still_get_the_whole_response(
     record = socks_server.wait_records(1)[0]
     assert (record["bytes_up"], record["bytes_down"]) == (len(request), 9)
     assert record["outcome"] == "closed"
+
+
+def test_open_tunnels_need_no_session_task_and_end_when_the_server_closes(
+    start_server, listener: socket.socket
+) -> None:
+    server = start_server()
+    tunnels = []
+    try:
+        for _ in range(20):
+            client, reply = open_tunnel(server, loopback_address(listener))
+            assert reply.reply == Reply.SUCCEEDED
+            destination, _ = listener.accept()
+            destination.settimeout(IO_TIMEOUT)
+            tunnels.append((client, destination))
+        for client, destination in tunnels:  # every tunnel relays before the close
+            client.sendall(b"ping")
+            assert recv_exactly(destination, 4) == b"ping"
+        # The CONNECT sessions handed their sockets to the relay engine and ended.
+        assert len(server.server.tunnels) == 20
+        assert server.server.active_sessions == 20
+
+        server.stop()  # fails if a task or a session is left
+
+        for client, destination in tunnels:
+            assert read_until_eof(client) == b""
+            assert read_until_eof(destination) == b""
+        records = server.wait_records(20)
+        assert [r["outcome"] for r in records] == ["server closing"] * 20
+        assert all(r["bytes_up"] == 4 for r in records)
+    finally:
+        for client, destination in tunnels:
+            client.close()
+            destination.close()

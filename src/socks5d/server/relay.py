@@ -122,15 +122,15 @@ class _TaskTunnel:
 
     __slots__ = ("task",)
 
-    def __init__(self, relay: Awaitable[RelayResult], done: DoneCallback) -> None:
-        self.task = asyncio.ensure_future(self._run(relay, done))
+    def __init__(self, run: Awaitable[None], result: RelayResult, done: DoneCallback) -> None:
+        self.task = asyncio.ensure_future(self._run(run, result, done))
 
     @staticmethod
-    async def _run(relay: Awaitable[RelayResult], done: DoneCallback) -> None:
+    async def _run(run: Awaitable[None], result: RelayResult, done: DoneCallback) -> None:
         try:
-            result = await relay
-        except asyncio.CancelledError:
-            result = RelayResult(reason="server closing")
+            await run
+        except asyncio.CancelledError:  # abort(): the counts so far, and why it ended
+            result.reason = "server closing"
         done(result)
 
     def abort(self) -> None:
@@ -152,8 +152,9 @@ class PortableEngine:
         early_data: bytes,
         done: DoneCallback,
     ) -> Tunnel:
-        relay = self.relay(client, upstream, idle_timeout=idle_timeout, early_data=early_data)
-        return _TaskTunnel(relay, done)
+        tunnel = _Tunnel(asyncio.get_running_loop().time())
+        run = self._run(tunnel, client, upstream, idle_timeout, early_data)
+        return _TaskTunnel(run, tunnel.result, done)
 
     async def relay(
         self,
@@ -163,8 +164,18 @@ class PortableEngine:
         idle_timeout: float,
         early_data: bytes = b"",
     ) -> RelayResult:
-        loop = asyncio.get_running_loop()
-        tunnel = _Tunnel(loop.time())
+        tunnel = _Tunnel(asyncio.get_running_loop().time())
+        await self._run(tunnel, client, upstream, idle_timeout, early_data)
+        return tunnel.result
+
+    async def _run(
+        self,
+        tunnel: _Tunnel,
+        client: socket.socket,
+        upstream: socket.socket,
+        idle_timeout: float,
+        early_data: bytes,
+    ) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 up = group.create_task(self._pump(client, upstream, tunnel, True, early_data))
@@ -174,7 +185,6 @@ class PortableEngine:
             tunnel.result.reason = "idle timeout"
         except* OSError as group_error:
             tunnel.result.reason = f"error: {group_error.exceptions[0]}"
-        return tunnel.result
 
     @staticmethod
     async def _pump(
