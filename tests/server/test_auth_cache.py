@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from socks5d.server import auth
@@ -100,3 +102,26 @@ async def test_the_cache_keeps_no_password(clock) -> None:
     remembered = repr(authenticator._verified)
     assert "hunter2" not in remembered
     assert b"hunter2" not in b"".join(entry[1] for entry in authenticator._verified.values())
+
+
+async def test_simultaneous_logins_with_one_password_share_one_slow_check(clock) -> None:
+    users = CountingDatabase({"alice": "secret"})
+    authenticator = Authenticator(users, cache_ttl=60)
+    results = await asyncio.gather(*(authenticator.verify("alice", "secret") for _ in range(20)))
+    assert results == [True] * 20
+    assert users.slow_checks == 1
+    wrong = await asyncio.gather(*(authenticator.verify("alice", "guess") for _ in range(5)))
+    assert wrong == [False] * 5
+    assert users.slow_checks == 2  # one shared check for the five identical wrong guesses
+    assert not authenticator._checking
+
+
+async def test_a_cancelled_login_does_not_cancel_the_shared_check(clock) -> None:
+    users = CountingDatabase({"alice": "secret"})
+    authenticator = Authenticator(users, cache_ttl=60)
+    first = asyncio.ensure_future(authenticator.verify("alice", "secret"))
+    second = asyncio.ensure_future(authenticator.verify("alice", "secret"))
+    await asyncio.sleep(0)  # both are waiting on the one check
+    first.cancel()
+    assert await second
+    assert users.slow_checks == 1

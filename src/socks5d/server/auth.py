@@ -44,6 +44,8 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         #: user -> (the stored hash that matched, proof of the password, expiry)
         self._verified: dict[str, tuple[PasswordHash, bytes, float]] = {}
+        #: (user, proof) -> the slow check running for it
+        self._checking: dict[tuple[str, bytes], asyncio.Future[bool]] = {}
 
     def _proof(self, username: str, password: str) -> bytes:
         message = f"{username}\0{password}".encode("utf-8", "surrogateescape")
@@ -62,7 +64,15 @@ class Authenticator:
             if cached[0] == stored and cached[2] > now and hmac.compare_digest(cached[1], proof):
                 return True
             del self._verified[username]
-        ok = await asyncio.to_thread(users.verify, username, password)
+        # Logins with the same name and password at the same time share one slow check.
+        key = (username, proof)
+        check = self._checking.get(key)
+        if check is None:
+            check = self._checking[key] = asyncio.ensure_future(
+                asyncio.to_thread(users.verify, username, password)
+            )
+            check.add_done_callback(lambda _: self._checking.pop(key, None))
+        ok = await asyncio.shield(check)
         if ok and stored is not None and self.cache_ttl > 0:
             self._verified[username] = (stored, proof, now + self.cache_ttl)
         return ok
