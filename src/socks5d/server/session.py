@@ -307,7 +307,9 @@ class Session:
                 early_data=self.connection.trailing_data + bytes(self.early_data),
                 done=self._relayed,
             )
+            # What the tunnel keeps while it lasts is what it needs: no protocol state.
             self.early_data = _NO_EARLY_DATA
+            del self.connection
         except BaseException:  # not started: the session ends the usual way
             server.tunnels.discard(self)
             self.upstream = None
