@@ -585,7 +585,7 @@ def _check_whole(config: ServerConfig) -> None:
     performance = config.performance
     if performance.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
-            "performance.event_loop (--loop): uvloop is not installed (pip install 'socks5d[fast]')"
+            "performance.event_loop: uvloop is not installed (pip install 'socks5d[fast]')"
         )
     if performance.relay == "splice" and not (
         sys.platform.startswith("linux") and hasattr(os, "splice")

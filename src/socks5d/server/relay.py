@@ -64,9 +64,9 @@ DoneCallback = Callable[[RelayResult], None]
 
 
 class RelayEngine(Protocol):
-    """The relay seam: `relay` runs a tunnel to its end; `start` runs it in the background
-    and reports through `done`, so the caller (a CONNECT session) needs no task of its own
-    while the tunnel lasts.
+    """The relay seam. `start` runs a tunnel in the background and reports through `done`, so
+    the caller (a CONNECT session) needs no task of its own while the tunnel lasts;
+    `relay()` below awaits one to its end.
     """
 
     def start(
@@ -78,25 +78,40 @@ class RelayEngine(Protocol):
         early_data: bytes,
         done: DoneCallback,
     ) -> Tunnel:
-        """Start relaying; `done(result)` is called when it ends. The caller closes the
+        """Start relaying; `done(result)` is called once when it ends. The caller closes the
         sockets after that.
         """
-        ...
-
-    async def relay(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        *,
-        idle_timeout: float,
-        early_data: bytes = b"",
-    ) -> RelayResult:
-        """Relay until both directions are done; the caller closes the sockets."""
         ...
 
     def close(self) -> None:
         """Free what the engine keeps between tunnels (the server is closing)."""
         ...
+
+
+async def relay(
+    engine: RelayEngine,
+    client: socket.socket,
+    upstream: socket.socket,
+    *,
+    idle_timeout: float,
+    early_data: bytes = b"",
+) -> RelayResult:
+    """Relay with `engine` until both directions are done; cancelling ends the tunnel."""
+    finished: asyncio.Future[RelayResult] = asyncio.get_running_loop().create_future()
+
+    def done(result: RelayResult) -> None:
+        if not finished.done():
+            finished.set_result(result)
+
+    tunnel = engine.start(
+        client, upstream, idle_timeout=idle_timeout, early_data=early_data, done=done
+    )
+    try:
+        return await finished
+    finally:
+        if not finished.done():  # cancelled: end the tunnel before the sockets are closed
+            tunnel.abort()
+            await tunnel.wait()
 
 
 class _IdleTimeout(Exception):
@@ -155,18 +170,6 @@ class PortableEngine:
         tunnel = _Tunnel(asyncio.get_running_loop().time())
         run = self._run(tunnel, client, upstream, idle_timeout, early_data)
         return _TaskTunnel(run, tunnel.result, done)
-
-    async def relay(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        *,
-        idle_timeout: float,
-        early_data: bytes = b"",
-    ) -> RelayResult:
-        tunnel = _Tunnel(asyncio.get_running_loop().time())
-        await self._run(tunnel, client, upstream, idle_timeout, early_data)
-        return tunnel.result
 
     async def _run(
         self,
@@ -302,7 +305,7 @@ class _SpliceTunnel:
         client: socket.socket,
         upstream: socket.socket,
         idle_timeout: float,
-        done: DoneCallback | None,
+        done: DoneCallback,
     ) -> None:
         self.loop = loop
         self.pool = pool
@@ -461,8 +464,7 @@ class _SpliceTunnel:
         self.result.reason = reason
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
-        if self.done is not None:
-            self.done(self.result)
+        self.done(self.result)
 
 
 class SpliceEngine:
@@ -480,29 +482,12 @@ class SpliceEngine:
         *,
         idle_timeout: float,
         early_data: bytes,
-        done: DoneCallback | None,
+        done: DoneCallback,
     ) -> Tunnel:
         loop = asyncio.get_running_loop()
         tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout, done)
         tunnel.begin(early_data)
         return tunnel
-
-    async def relay(
-        self,
-        client: socket.socket,
-        upstream: socket.socket,
-        *,
-        idle_timeout: float,
-        early_data: bytes = b"",
-    ) -> RelayResult:
-        loop = asyncio.get_running_loop()
-        tunnel = _SpliceTunnel(loop, self._pool, client, upstream, idle_timeout, None)
-        try:
-            tunnel.begin(early_data)
-            await tunnel.wait()
-        finally:
-            tunnel.abort()  # cancelled: stop relaying; finished: nothing to do
-        return tunnel.result
 
     @property
     def pooled_pipes(self) -> int:

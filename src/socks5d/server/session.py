@@ -24,7 +24,7 @@ from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
-from socks5d.server.relay import RelayResult, Tunnel
+from socks5d.server.relay import RelayResult, Tunnel, relay
 from socks5d.server.rules import IPAddress
 from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
@@ -327,7 +327,8 @@ class Session:
 
     async def relay(self, upstream: socket.socket) -> None:
         """Relay between the client and `upstream` until both directions are done."""
-        result = await self.server.relay_engine.relay(
+        result = await relay(
+            self.server.relay_engine,
             self.client,
             upstream,
             idle_timeout=self.server.config.timeouts.idle,
