@@ -11,6 +11,8 @@ use blocking sockets with `IO_TIMEOUT`, so a datagram that never comes fails the
 from __future__ import annotations
 
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from socks5d.proto import (
@@ -213,3 +215,27 @@ def echo_once(sock: socket.socket) -> tuple[bytes, Address]:
     data, sender = sock.recvfrom(0x10000)
     sock.sendto(data, sender)
     return data, Address.from_host(sender[0], sender[1])
+
+
+class Background(threading.Thread):
+    """Runs `target` in a thread; `result()` joins it and returns its value or re-raises."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._call = target
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join(4 * IO_TIMEOUT)
+        assert not self.is_alive(), "background thread did not finish"
+        if self._error is not None:
+            raise self._error
+        return self._value

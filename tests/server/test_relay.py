@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +16,7 @@ from socks5d.proto import SOCKS5_VERSION, AuthMethod, Command, Reply
 
 from .raw_client import (
     IO_TIMEOUT,
+    Background,
     connect,
     greeting_bytes,
     loopback_address,
@@ -68,30 +68,6 @@ def tunnel(socks_server, listener: socket.socket) -> Iterator[tuple[socket.socke
             yield client, destination
 
 
-class Worker(threading.Thread):
-    """Runs `target` in a thread; `result()` joins it and returns its value or re-raises."""
-
-    def __init__(self, target: Callable[[], object]) -> None:
-        super().__init__(daemon=True)
-        self._target_call = target
-        self._value: object = None
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = self._target_call()
-        except BaseException as exc:
-            self._error = exc
-
-    def result(self) -> object:
-        self.join(4 * IO_TIMEOUT)
-        assert not self.is_alive(), "worker thread did not finish"
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 def _payload(size: int, seed: bytes) -> bytes:
     blocks = (hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(size // 32 + 1))
     return b"".join(blocks)[:size]
@@ -101,8 +77,8 @@ def test_data_is_relayed_both_ways_concurrently(socks_server, tunnel) -> None:
     client, destination = tunnel
     up, down = _payload(3_000_001, b"up"), _payload(2_000_003, b"down")
     # Both sides send before reading: the relay must run both directions at once.
-    client_sender = Worker(lambda: client.sendall(up))
-    destination_sender = Worker(lambda: destination.sendall(down))
+    client_sender = Background(lambda: client.sendall(up))
+    destination_sender = Background(lambda: destination.sendall(down))
     assert recv_exactly(destination, len(up)) == up
     assert recv_exactly(client, len(down)) == down
     client_sender.result()
@@ -125,7 +101,7 @@ def test_client_half_close_reaches_destination_and_whole_response_comes_back(
         destination.close()
         return received
 
-    server_side = Worker(serve_after_eof)
+    server_side = Background(serve_after_eof)
     client.sendall(request)
     client.shutdown(socket.SHUT_WR)
     response = read_until_eof(client)
@@ -225,7 +201,7 @@ def test_slow_reader_gets_everything_while_backpressure_bounds_server_memory(
             total += count
         return total
 
-    reader = Worker(read_all)
+    reader = Background(read_all)
     destination.settimeout(IO_TIMEOUT)
     while sent < FLOOD_SIZE:
         sent += destination.send(chunk[: FLOOD_SIZE - sent])

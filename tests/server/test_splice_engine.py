@@ -22,7 +22,6 @@ import socket
 import struct
 import sys
 import termios
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +34,7 @@ from socks5d.server.relay import PIPE_POOL_SIZE, SpliceEngine
 
 from .raw_client import (
     IO_TIMEOUT,
+    Background,
     connect,
     greeting_bytes,
     loopback_address,
@@ -144,30 +144,6 @@ def live_tunnels(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def linger_zero(sock: socket.socket) -> None:
     """close() will send RST instead of FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-class Background(threading.Thread):
-    """Runs `target` in a thread; `result()` joins it and returns its value or re-raises."""
-
-    def __init__(self, target: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self._call = target
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = self._call()
-        except BaseException as exc:
-            self._error = exc
-
-    def result(self) -> Any:
-        self.join(4 * IO_TIMEOUT)
-        assert not self.is_alive(), "background thread did not finish"
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def small_window(sock: socket.socket) -> None:
