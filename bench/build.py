@@ -7,16 +7,23 @@
 
 Both run before the benchmark enters its network namespace: pip needs the package index.
 A step that cannot be done leaves a note, and the targets that need it are skipped.
+
+At the start of a run, socks5d's source is also copied into the run's directory
+(`snapshot_socks5d`), so that every socks5d proxy of the run executes the same code even
+while src/ is being edited.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
 BUILD_DIR = BENCH_DIR / ".build"
 LOADGEN_SOURCE = BENCH_DIR / "loadgen.c"
 LOADGEN_BINARY = BUILD_DIR / "loadgen"
@@ -80,6 +87,38 @@ def pproxy() -> Path:
             )
     PPROXY_INSTALL_LOG.unlink(missing_ok=True)
     return PPROXY_BINARY
+
+
+def _git(*arguments: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(REPO), *arguments], capture_output=True, check=False)
+
+
+def snapshot_socks5d(directory: Path, commit: str | None) -> tuple[Path, str]:
+    """Copy socks5d's source into `directory`: src/ as it is now, or as committed at `commit`.
+
+    Returns:
+        The directory to put on PYTHONPATH, and the git revision it corresponds to
+        ("abc123def456", with "(with uncommitted changes in src/)" for a dirty work tree).
+
+    Raises:
+        BuildError: `commit` is not a revision of this repository.
+    """
+    target = directory / "socks5d-source"
+    if commit is None:
+        shutil.copytree(
+            REPO / "src", target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+        revision = _git("rev-parse", "--short=12", "HEAD").stdout.decode().strip() or "unknown"
+        if _git("status", "--porcelain", "--", "src").stdout.strip():
+            revision += " (with uncommitted changes in src/)"
+        return target, revision
+    archive = _git("archive", "--format=tar", commit, "src")
+    if archive.returncode != 0:
+        raise BuildError(f"git archive {commit} failed: {archive.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(directory / "socks5d-archive", filter="data")
+    shutil.move(directory / "socks5d-archive" / "src", target)
+    return target, _git("rev-parse", "--short=12", commit).stdout.decode().strip()
 
 
 def pproxy_note() -> str | None:

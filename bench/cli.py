@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds per timed measurement (default 2; smoke 0.3)",
     )
     parser.add_argument(
+        "--commit",
+        metavar="REV",
+        default=None,
+        help="run socks5d as committed at this git revision (default: src/ as it is when the "
+        "run starts; either way one copy serves the whole run)",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the proxies' logs and configuration files"
     )
     return parser
@@ -140,4 +147,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=" ".join(["python3 -m bench", *argv]),
         keep_logs=args.keep_logs,
         default_targets=args.targets is None and not args.smoke,
+        commit=args.commit,
     )

@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,14 @@ from typing import Any
 from bench import build, procs, report
 from bench.loadgen import Loadgen, LoadgenError
 from bench.scenarios import Context, Outcome, Scenario, Settings, headline_figure
-from bench.targets import PLAIN_SOCKS5D, REPO, Target, TargetError, Workspace, is_socks5d
+from bench.targets import (
+    PLAIN_SOCKS5D,
+    Target,
+    TargetError,
+    Workspace,
+    is_socks5d,
+    use_socks5d_source,
+)
 
 
 def _say(message: str) -> None:
@@ -36,7 +42,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally` that stops a child
 
 
-def machine() -> dict[str, Any]:
+def machine(socks5d_revision: str) -> dict[str, Any]:
     """What the figures were measured on."""
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -49,7 +55,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "socks5d_git": _git_revision(),
+        "socks5d_git": socks5d_revision,
     }
 
 
@@ -59,19 +65,6 @@ def load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
-
-
-def _git_revision() -> str:
-    def git(*arguments: str) -> str:
-        result = subprocess.run(
-            ["git", "-C", str(REPO), *arguments], capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    revision = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "src"):
-        revision += " (with uncommitted changes in src/)"
-    return revision
 
 
 def _describe(target: Target) -> dict[str, Any]:
@@ -96,18 +89,32 @@ def run(
     command: str,
     keep_logs: bool,
     default_targets: bool,
+    commit: str | None = None,
 ) -> int:
     """Measure, then write results.json, results.md and chart.png to `out`.
 
+    Args:
+        commit: run socks5d as committed at this git revision, instead of the work tree's
+            src/ as it is when the run starts.
+
     Returns:
         The exit status: 0 once the results are written (figures that failed are reported
-        in them), 130 when interrupted.
+        in them), 1 when `commit` is unknown, 130 when interrupted.
     """
     started = time.monotonic()
     load_at_start = load_average()
-    measured_on = machine()  # socks5d's revision as the first proxy starts
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     nofile = procs.raise_nofile_limit()
+    workdir = Path(tempfile.mkdtemp(prefix="socks5d-bench-"))
+    try:
+        source, revision = build.snapshot_socks5d(workdir, commit)
+    except build.BuildError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        _say(f"bench: {exc}")
+        return 1
+    use_socks5d_source(source)
+    _say(f"bench: socks5d from git {revision}, copied to {source}")
+    measured_on = machine(revision)
     descriptions = [_describe(target) for target in chosen_targets]
     available = [t for t, d in zip(chosen_targets, descriptions, strict=True) if d["available"]]
     notes = []
@@ -141,7 +148,6 @@ def run(
         scenario.name: {target.name: {"reps": []} for target in available}
         for scenario in chosen_scenarios
     }
-    workdir = Path(tempfile.mkdtemp(prefix="socks5d-bench-"))
     workspace = Workspace(workdir)
     problems = 0
     try:
@@ -189,12 +195,6 @@ def run(
         ],
         "results": results,
     }
-    revision_at_end = _git_revision()
-    if revision_at_end != measured_on["socks5d_git"]:
-        notes.append(
-            f"socks5d's source changed during the run: git {measured_on['socks5d_git']} at "
-            f"the start, {revision_at_end} at the end; later proxies ran the newer code"
-        )
     report.summarize(data)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "results.json", data)

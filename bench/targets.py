@@ -154,7 +154,7 @@ class Direct(Target):
 
 
 class Socks5d(Target):
-    """socks5d from this repository (src/ comes first on PYTHONPATH)."""
+    """socks5d from this repository: the run's snapshot of src/ comes first on PYTHONPATH."""
 
     supports_userpass = True
 
@@ -185,8 +185,19 @@ class Socks5d(Target):
         return command
 
 
+#: The socks5d source the socks5d targets run: the run's snapshot once `use_socks5d_source`
+#: has set it, so that every proxy of a run executes the same code.
+_socks5d_source = [REPO / "src"]
+
+
+def use_socks5d_source(path: Path) -> None:
+    """Run socks5d from `path` (a directory holding the socks5d package) from now on."""
+    _socks5d_source[0] = path
+    _serve_help.clear()
+
+
 def socks5d_environment() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(_socks5d_source[0]), os.environ.get("PYTHONPATH")]))
     return dict(os.environ, PYTHONPATH=path)
 
 
