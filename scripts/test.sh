@@ -12,6 +12,8 @@ APT_PACKAGES=(
   dante-server    # Dante's sockd (client interop, later issues)
   microsocks      # a second third-party server (client interop, later issues)
   iproute2        # ip netns: private networks for reply-code tests
+  gcc             # the benchmark's load generator (bench/loadgen.c), built by its smoke test
+  libc6-dev
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -25,5 +27,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,dev,fast,bench]'
 exec python3 -m pytest "$@"

@@ -89,6 +89,8 @@ async def serve_connect(session: Session, request: Request) -> None:
     )
     del check  # nothing the tunnel needs stays referenced while it lasts
     try:
+        # Relayed bytes go out as they come, as the client's own side does (listen.py).
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await session.reply(Reply.SUCCEEDED, address_of(upstream.getsockname()))
     except BaseException:
         upstream.close()
