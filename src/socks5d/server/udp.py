@@ -138,7 +138,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         #: set once the socket is really closed (asyncio closes it a loop pass after close())
         self.closed = asyncio.Event()
-        self.peers: OrderedDict[tuple[IPAddress, int], None] = OrderedDict()
+        #: hosts the client sent to, most recent last, with the socket address to send to
+        self.peers: OrderedDict[tuple[IPAddress, int], tuple[Any, ...]] = OrderedDict()
+        #: socket addresses datagrams came from, parsed
+        self.sources: dict[Any, Address] = {}
+        #: the client's socket address once its port is known
+        self.client_address: tuple[str, int | None] | None = None
         self.resolutions: set[asyncio.Task[None]] = set()
         self.bytes_up = 0
         self.bytes_down = 0
@@ -156,7 +161,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
         log.debug("UDP relay: %s", exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        source = address_of(addr)
+        source = self.sources.get(addr)
+        if source is None:  # parsing an address costs more than relaying the datagram
+            if len(self.sources) >= MAX_PEERS:
+                self.sources.clear()
+            source = self.sources[addr] = address_of(addr)
         host = source.host
         assert not isinstance(host, DomainName)
         if host == self.client_ip and self.client_port in (None, source.port):
@@ -226,18 +235,21 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def _send(self, host: IPAddress, port: int, data: bytes) -> None:
         host = unmapped(host)
-        if self.family == socket.AF_INET6 and host.version == 4:
-            target: tuple[Any, ...] = (f"::ffff:{host}", port, 0, 0)
-        elif self.family == socket.AF_INET and host.version == 6:
-            self._drop(f"datagram to {host}: IPv6 destination, IPv4 relay")
-            return
-        else:
-            target = (str(host), port)
+        peer = (host, port)
+        target = self.peers.get(peer)
+        if target is None:
+            if self.family == socket.AF_INET6 and host.version == 4:
+                target = (f"::ffff:{host}", port, 0, 0)
+            elif self.family == socket.AF_INET and host.version == 6:
+                self._drop(f"datagram to {host}: IPv6 destination, IPv4 relay")
+                return
+            else:
+                target = (str(host), port)
         if not self._transmit(data, target):
             return
-        self.peers[(host, port)] = None
-        self.peers.move_to_end((host, port))
-        while len(self.peers) > MAX_PEERS:
+        self.peers[peer] = target
+        self.peers.move_to_end(peer)
+        if len(self.peers) > MAX_PEERS:
             self.peers.popitem(last=False)
         self.bytes_up += len(data)
 
@@ -246,10 +258,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
         if len(wrapped) > MAX_DATAGRAM:
             self._drop(f"reply of {len(data)} bytes from {source}: too large with its header")
             return
-        client_host = str(self.client_ip)
-        if self.family == socket.AF_INET6 and self.client_ip.version == 4:
-            client_host = f"::ffff:{client_host}"
-        if self._transmit(wrapped, (client_host, self.client_port)):
+        if self.client_address is None:
+            client_host = str(self.client_ip)
+            if self.family == socket.AF_INET6 and self.client_ip.version == 4:
+                client_host = f"::ffff:{client_host}"
+            self.client_address = (client_host, self.client_port)
+        if self._transmit(wrapped, self.client_address):
             self.bytes_down += len(data)
 
     def _transmit(self, data: bytes, target: tuple[Any, ...]) -> bool:
