@@ -434,6 +434,16 @@ def test_slow_reader_gets_every_byte_in_order_through_the_writable_wait(
         original(tunnel, index)
 
     monkeypatch.setattr(relay._SpliceTunnel, "_writable", counting)
+    begin = relay._SpliceTunnel.begin
+
+    def small_send_buffer(tunnel: Any, early_data: bytes) -> None:
+        # The proxy's socket towards the slow reader gets a small send buffer, so a pipe's
+        # worth of bytes cannot all be queued in the kernel: the splice must wait.
+        target = tunnel.sockets[1] if direction == "up" else tunnel.sockets[0]
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        begin(tunnel, early_data)
+
+    monkeypatch.setattr(relay._SpliceTunnel, "begin", small_send_buffer)
     data = payload(SLOW_TRANSFER, direction.encode())
     # the receiver is the small-window end: the destination going up, the client going down
     setup = (

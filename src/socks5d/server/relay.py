@@ -422,10 +422,13 @@ class _SpliceTunnel:
 
     def _end_direction(self, direction: int) -> None:
         """The source sent EOF and everything before it was written: pass the EOF on."""
-        _shutdown_write(self.sockets[1 - direction])
         self.ended |= 1 << direction
         if self.ended & 3 == 3:
+            # Both sides sent EOF and were read to the end: the close that follows `done`
+            # sends the last FIN, so no shutdown call is needed for it.
             self._finish("closed")
+        else:
+            _shutdown_write(self.sockets[1 - direction])
 
     def fail(self, exc: OSError) -> None:
         self._finish(f"error: {exc}")

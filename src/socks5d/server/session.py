@@ -142,12 +142,13 @@ class Session:
             if self.upstream is None:  # else the tunnel ends the session (`hand_over`)
                 self._end()
 
-    def _end(self) -> None:
+    def _end(self, *, discard: bool = True) -> None:
         """Give back the session's slot, close the client, write the access-log line."""
         client_ip = self.peer.host
         assert not isinstance(client_ip, proto.DomainName)
         self.server.session_slots.release(client_ip)
-        _discard_unread(self.client)
+        if discard:
+            _discard_unread(self.client)
         self.client.close()
         self.record["duration"] = round(time.monotonic() - self.started, 6)
         if access_log.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
@@ -323,7 +324,8 @@ class Session:
         self.server.tunnels.discard(self)
         if self.upstream is not None:
             self.upstream.close()
-        self._end()
+        # After EOF from both sides there is nothing unread to discard.
+        self._end(discard=result.reason != "closed")
 
     async def relay(self, upstream: socket.socket) -> None:
         """Relay between the client and `upstream` until both directions are done."""
