@@ -10,8 +10,6 @@ once the server has answered a request, so its handler is surely installed.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import socket
 import subprocess
@@ -28,6 +26,7 @@ from socks5d.client import sync
 from socks5d.errors import AuthFailed, NotAllowed
 from socks5d.proto import Reply
 from socks5d.users import set_password
+from stderr_lines import StderrLines
 
 #: seconds a server process gets to start, to log a reload, or to exit after a signal
 PROCESS_TIMEOUT = 10.0
@@ -57,29 +56,14 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        assert self.process.stderr is not None
-        self._fd = self.process.stderr.fileno()
-        self._pending = b""
+        self._stderr = StderrLines(self.process, PROCESS_TIMEOUT)
         self.lines: list[str] = []
         listening = self.wait_for(lambda e: e["message"].startswith("listening on"))
         host, _, port = listening["listener"].rpartition(":")
         self.address = (host, int(port))
 
     def _read_line(self, deadline: float) -> str:
-        while b"\n" not in self._pending:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self._fd], [], [], max(remaining, 0))
-            if not ready:
-                raise AssertionError(f"no complete stderr line in time; got {self.lines}")
-            chunk = os.read(self._fd, 4096)
-            if not chunk:
-                self.process.wait(PROCESS_TIMEOUT)
-                raise AssertionError(
-                    f"exited {self.process.returncode}: {self.lines} {self._pending!r}"
-                )
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        self.lines.append(line.decode())
+        self.lines.append(self._stderr.read(deadline, lambda: self.lines).decode())
         return self.lines[-1]
 
     def wait_for(self, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

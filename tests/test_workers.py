@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ import pytest
 from socks5d.client import sync
 from socks5d.errors import NotAllowed
 from socks5d.server.runtime import STARTUP_SECONDS
+from stderr_lines import StderrLines
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="needs /proc and SO_REUSEPORT (Linux)"
@@ -155,9 +155,7 @@ class Supervised:
             stderr=subprocess.PIPE,
             pass_fds=pass_fds,
         )
-        assert self.process.stderr is not None
-        self._fd = self.process.stderr.fileno()
-        self._pending = b""
+        self._stderr = StderrLines(self.process, PROCESS_TIMEOUT)
         self.entries: list[dict[str, Any]] = []
         #: pid -> start ticks of every worker seen
         self.seen: dict[int, int] = {}
@@ -167,20 +165,7 @@ class Supervised:
         return self.process.pid
 
     def _read_entry(self, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self._pending:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self._fd], [], [], max(remaining, 0))
-            if not ready:
-                raise AssertionError(f"no complete log line in time; got {self.messages()}")
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                self.process.wait(PROCESS_TIMEOUT)
-                raise AssertionError(
-                    f"exited {self.process.returncode}: {self.messages()} {self._pending!r}"
-                )
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return self._add(line)
+        return self._add(self._stderr.read(deadline, self.messages))
 
     def _add(self, line: bytes) -> dict[str, Any]:
         try:
@@ -238,9 +223,9 @@ class Supervised:
         if signum is not None:
             self.process.send_signal(signum)
         _, rest = self.process.communicate(timeout=PROCESS_TIMEOUT)
-        for line in (self._pending + rest).splitlines():
+        for line in (self._stderr.pending + rest).splitlines():
             self._add(line)
-        self._pending = b""
+        self._stderr.pending = b""
         return self.process.returncode
 
     def left_behind(self) -> list[int]:
