@@ -357,7 +357,7 @@ class _SpliceTunnel:
         return self.upstream, self.client
 
     def _readable(self, direction: int) -> None:
-        source, _ = self._ends(direction)
+        source, target = self._ends(direction)
         try:
             pipe = self.pipes[direction]
             if pipe is None:
@@ -376,22 +376,22 @@ class _SpliceTunnel:
             self._end_direction(direction)
             return
         self.pending[direction] = count
-        if not self._flush(direction) and not self.ended & 4:
+        if not self._flush(direction, pipe, target) and not self.ended & 4:
             # the target is full: stop reading, wait until it can take more
             self.loop.remove_reader(source)
-            self.loop.add_writer(self._ends(direction)[1], self._writable, direction)
+            self.loop.add_writer(target, self._writable, direction)
 
     def _writable(self, direction: int) -> None:
-        if self._flush(direction):
-            source, target = self._ends(direction)
+        source, target = self._ends(direction)
+        pipe = self.pipes[direction]
+        assert pipe is not None
+        self.last_activity = self.loop.time()
+        if self._flush(direction, pipe, target):
             self.loop.remove_writer(target)
             self.loop.add_reader(source, self._readable, direction)
 
-    def _flush(self, direction: int) -> bool:
-        """Move the pipe's bytes to the target; True when the pipe is empty again."""
-        _, target = self._ends(direction)
-        pipe = self.pipes[direction]
-        assert pipe is not None
+    def _flush(self, direction: int, pipe: tuple[int, int], target: int) -> bool:
+        """Move the pipe's bytes to `target`; True when the pipe is empty again."""
         pending = self.pending[direction]
         while pending:
             try:
@@ -410,7 +410,6 @@ class _SpliceTunnel:
         self.pending[direction] = pending
         if pending:
             return False
-        self.last_activity = self.loop.time()
         self._release_pipe(direction)
         return True
 
