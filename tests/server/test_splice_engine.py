@@ -146,6 +146,21 @@ def linger_zero(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def small_proxy_send_buffer(monkeypatch: pytest.MonkeyPatch, towards: str) -> None:
+    """Give the proxy's socket towards the slow reader ("client" or "destination") a small
+    send buffer, so the kernel cannot queue a pipe's worth of bytes there: the splice must
+    wait, whatever the kernel's buffer autotuning would have allowed.
+    """
+    begin = relay._SpliceTunnel.begin
+
+    def shrunk(tunnel: Any, early_data: bytes) -> None:
+        target = tunnel.sockets[0] if towards == "client" else tunnel.sockets[1]
+        target.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        begin(tunnel, early_data)
+
+    monkeypatch.setattr(relay._SpliceTunnel, "begin", shrunk)
+
+
 def small_window(sock: socket.socket) -> None:
     """Make `sock` a small-window receiver; only effective before connect() or listen()."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS)
@@ -232,8 +247,9 @@ def test_idle_tunnels_hold_no_pipes(splice_server: Any, listener: socket.socket)
 
 
 def test_pool_keeps_at_most_its_size_after_a_burst_of_stalled_tunnels(
-    splice_server: Any, listener: socket.socket
+    splice_server: Any, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    small_proxy_send_buffer(monkeypatch, "client")
     engine = engine_of(splice_server)
     baseline = descriptors("pipe:")
     data = payload(STALL_SIZE, b"stall")
@@ -434,16 +450,7 @@ def test_slow_reader_gets_every_byte_in_order_through_the_writable_wait(
         original(tunnel, index)
 
     monkeypatch.setattr(relay._SpliceTunnel, "_writable", counting)
-    begin = relay._SpliceTunnel.begin
-
-    def small_send_buffer(tunnel: Any, early_data: bytes) -> None:
-        # The proxy's socket towards the slow reader gets a small send buffer, so a pipe's
-        # worth of bytes cannot all be queued in the kernel: the splice must wait.
-        target = tunnel.sockets[1] if direction == "up" else tunnel.sockets[0]
-        target.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
-        begin(tunnel, early_data)
-
-    monkeypatch.setattr(relay._SpliceTunnel, "begin", small_send_buffer)
+    small_proxy_send_buffer(monkeypatch, "destination" if direction == "up" else "client")
     data = payload(SLOW_TRANSFER, direction.encode())
     # the receiver is the small-window end: the destination going up, the client going down
     setup = (
