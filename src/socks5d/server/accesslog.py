@@ -122,7 +122,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str, level: str = "info") -> None:
-    """Send every socks5d log line to stderr in `log_format` ("text" or "json")."""
+    """Send every socks5d log line to stderr in `log_format` ("text" or "json"). This is the
+    `socks5d serve` process's setup: it also changes process-wide `logging` settings.
+    """
+    # Neither format prints thread or process names: do not collect them for every line.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("socks5d")
