@@ -9,7 +9,9 @@ the rest are cancelled and closed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -73,11 +75,45 @@ def interleave(targets: Sequence[Target]) -> list[Target]:
     return ordered
 
 
+#: connect() results that mean "under way": wait until the socket is writable.
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
+
+
+async def connect_numeric(sock: socket.socket, address: SocketAddress) -> None:
+    """Connect the non-blocking `sock` to a numeric socket address.
+
+    The event loop's `sock_connect` would do, but uvloop's resolves even a numeric address in
+    a worker thread first (a thread hand-off per connection); this is the plain
+    connect / wait-writable / SO_ERROR sequence.
+
+    Raises:
+        OSError: with the errno connect() reported.
+    """
+    error = sock.connect_ex(address)
+    if error in _IN_PROGRESS:
+        loop = asyncio.get_running_loop()
+        writable = loop.create_future()
+
+        def wake() -> None:
+            if not writable.done():
+                writable.set_result(None)
+
+        fd = sock.fileno()
+        loop.add_writer(fd, wake)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(fd)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))
+
+
 async def _attempt(family: socket.AddressFamily, address: SocketAddress) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, address)
+        await connect_numeric(sock, address)
     except BaseException:
         sock.close()
         raise
