@@ -61,6 +61,7 @@ class ServeProcess:
         listening = self.wait_for(lambda e: e["message"].startswith("listening on"))
         host, _, port = listening["listener"].rpartition(":")
         self.address = (host, int(port))
+        self.wait_for(lambda e: " ready: " in e["message"])  # the last line of the start
 
     def _read_line(self, deadline: float) -> str:
         self.lines.append(self._stderr.read(deadline, lambda: self.lines).decode())

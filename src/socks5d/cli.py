@@ -241,6 +241,13 @@ async def run_server(
     unblock_signals(signals)
     try:
         async with server:
+            log.info(
+                "socks5d %s ready: %s event loop, %s relay, pid %d",
+                __version__,
+                "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+                type(server.relay_engine).__name__.removesuffix("Engine").lower(),
+                os.getpid(),
+            )
             await stop.wait()
             log.info("shutting down")
     finally:
