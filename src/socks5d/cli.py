@@ -97,6 +97,22 @@ def _parser() -> argparse.ArgumentParser:
         choices=RELAY_ENGINES,
         help="relay engine; auto: splice (zero-copy) on Linux, else portable (default auto)",
     )
+    serve.add_argument(
+        "--gssapi-keytab",
+        metavar="FILE",
+        help="keytab with the GSS-API service key (default: KRB5_KTNAME, else the system's)",
+    )
+    serve.add_argument(
+        "--gssapi-service",
+        metavar="NAME",
+        help="GSS-API service name; clients ask for NAME/<proxy host> (default rcmd)",
+    )
+    serve.add_argument(
+        "--gssapi-levels",
+        metavar="LIST",
+        help="protection levels granted, comma-separated from clear,integrity,confidentiality "
+        "(default integrity,confidentiality)",
+    )
 
     passwd = commands.add_parser("passwd", help="add a user or change a user's password")
     passwd.add_argument("file", type=Path, metavar="FILE", help="users file, created if missing")
@@ -162,6 +178,11 @@ def _serve(args: argparse.Namespace) -> int:
             allow_open_proxy=args.allow_open_proxy,
             socks4=args.socks4,
             performance={"workers": args.workers, "event_loop": args.loop, "relay": args.relay},
+            gssapi={
+                "keytab": args.gssapi_keytab,
+                "service": args.gssapi_service,
+                "levels": args.gssapi_levels,
+            },
         )
         return config, UserDatabase.load(config.users_file) if config.users_file else None
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from socks5d.errors import ConfigError
-from socks5d.proto.constants import AuthMethod, Command
+from socks5d.gss import DEFAULT_SERVICE, INSTALL_HINT, LEVEL_NAMES
+from socks5d.proto.constants import AuthMethod, Command, ProtectionLevel
 from socks5d.server.rules import (
     ACTIONS,
     DomainPattern,
@@ -42,6 +43,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_METHODS: dict[str, AuthMethod] = {
     "none": AuthMethod.NO_AUTHENTICATION_REQUIRED,
     "userpass": AuthMethod.USERNAME_PASSWORD,
+    "gssapi": AuthMethod.GSSAPI,
 }
 
 
@@ -160,6 +162,26 @@ class RulesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GssapiSettings:
+    """GSS-API (RFC 1961): the server's key, and the protection levels it grants."""
+
+    #: keytab holding the service's key; None: `KRB5_KTNAME`, else the system's keytab
+    keytab: Path | None = None
+    #: the service part of the principal clients ask for (`rcmd/<host>` is Dante's default)
+    service: str = DEFAULT_SERVICE
+    #: levels granted when asked for; a level asked for and not here aborts the negotiation
+    levels: frozenset[ProtectionLevel] = frozenset(
+        {ProtectionLevel.INTEGRITY, ProtectionLevel.CONFIDENTIALITY}
+    )
+    #: accept the level octet unwrapped (NEC's reference implementation, curl
+    #: --socks5-gssapi-nec), and answer in kind
+    accept_unwrapped_level: bool = False
+    #: answer every level request with "clear": for clients that ask for protection but speak
+    #: clear whatever they are granted (curl); needs "clear" in `levels`
+    answer_clear: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `socks5d serve` needs, validated."""
 
@@ -179,6 +201,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     rules: RulesConfig = field(default_factory=RulesConfig)
     performance: Performance = field(default_factory=Performance)
+    gssapi: GssapiSettings = field(default_factory=GssapiSettings)
 
     @property
     def serves_socks4(self) -> bool:
@@ -330,6 +353,12 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
         },
     ),
 }
+#: `serve` flags that set a `[gssapi]` setting.
+GSSAPI_FLAGS = {
+    "keytab": "--gssapi-keytab",
+    "service": "--gssapi-service",
+    "levels": "--gssapi-levels",
+}
 #: `serve` flags that set a `[performance]` setting.
 PERFORMANCE_FLAGS = {"workers": "--workers", "event_loop": "--loop", "relay": "--relay"}
 _TOP_KEYS = {
@@ -344,6 +373,7 @@ _TOP_KEYS = {
     "groups",
     "client",
     "socks",
+    "gssapi",
     *_SECTIONS,
 }
 
@@ -372,6 +402,61 @@ def _performance(data: Mapping[str, Any], flags: Mapping[str, Any]) -> Performan
     return replace(settings, **given)
 
 
+def _service_name(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in "@/ \t"):
+        raise ConfigError(f'{key}: must be a service name such as "rcmd", got {value!r}')
+    return value
+
+
+def _levels(value: Any, key: str) -> frozenset[ProtectionLevel]:
+    names = value.split(",") if isinstance(value, str) else _string_list(value, key)
+    levels = set()
+    for name in names:
+        level = LEVEL_NAMES.get(name.strip().lower())
+        if level is None:
+            raise ConfigError(f"{key}: unknown level {name!r} (one of {', '.join(LEVEL_NAMES)})")
+        levels.add(level)
+    if not levels:
+        raise ConfigError(f"{key}: at least one level is needed")
+    return frozenset(levels)
+
+
+_GSSAPI_VALIDATORS: dict[str, Validator] = {
+    "keytab": lambda value, key: value if isinstance(value, str) and value else _bad_path(key),
+    "service": _service_name,
+    "levels": _levels,
+    "accept_unwrapped_level": _boolean,
+    "answer_clear": _boolean,
+}
+
+
+def _bad_path(key: str) -> Any:
+    raise ConfigError(f"{key}: must be a path")
+
+
+def _gssapi(
+    data: Mapping[str, Any], flags: Mapping[str, Any], base_dir: Path | None
+) -> GssapiSettings:
+    table = data.get("gssapi", {})
+    if not isinstance(table, dict):
+        raise ConfigError("gssapi: must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _GSSAPI_VALIDATORS:
+            raise ConfigError(f"gssapi.{key}: unknown setting")
+        values[key] = _GSSAPI_VALIDATORS[key](value, f"gssapi.{key}")
+    if "keytab" in values:
+        keytab = Path(values["keytab"])
+        if base_dir is not None and not keytab.is_absolute():
+            keytab = base_dir / keytab
+        values["keytab"] = keytab
+    for key, value in flags.items():
+        if value is not None:
+            checked = _GSSAPI_VALIDATORS[key](value, GSSAPI_FLAGS[key])
+            values[key] = Path(checked) if key == "keytab" else checked
+    return GssapiSettings(**values)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML file; syntax errors become `ConfigError`s."""
     try:
@@ -394,6 +479,7 @@ def build_config(
     allow_open_proxy: bool | None = None,
     socks4: bool | None = None,
     performance: Mapping[str, Any] | None = None,
+    gssapi: Mapping[str, Any] | None = None,
 ) -> ServerConfig:
     """Validate file contents `data`, apply command-line overrides, and check the whole.
 
@@ -404,6 +490,7 @@ def build_config(
             means "not given", so the file's value (or the default) applies.
         performance: `[performance]` settings from the command line (`PERFORMANCE_FLAGS`);
             None values are not given.
+        gssapi: `[gssapi]` settings from the command line (`GSSAPI_FLAGS`), the same way.
 
     Raises:
         ConfigError: naming the key at fault.
@@ -468,6 +555,7 @@ def build_config(
         limits=_section(data, "limits"),
         rules=_rules(data),
         performance=_performance(data, performance or {}),
+        gssapi=_gssapi(data, gssapi or {}, base_dir),
     )
     _check_whole(config)
     return config
@@ -591,6 +679,10 @@ def _check_whole(config: ServerConfig) -> None:
         sys.platform.startswith("linux") and hasattr(os, "splice")
     ):
         raise ConfigError("performance.relay: splice needs Linux")
+    if AuthMethod.GSSAPI in config.auth and importlib.util.find_spec("gssapi") is None:
+        raise ConfigError(f"auth: {INSTALL_HINT}")
+    if config.gssapi.answer_clear and ProtectionLevel.CLEAR not in config.gssapi.levels:
+        raise ConfigError('gssapi.answer_clear: needs "clear" in gssapi.levels')
     if AuthMethod.USERNAME_PASSWORD in config.auth and config.users_file is None:
         raise ConfigError("users: required when auth includes userpass")
     open_to_world = [str(a) for a in config.listen if not a.is_loopback]

@@ -14,6 +14,7 @@ import pytest
 from socks5d.client import NoAuthentication, Proxy, UsernamePassword
 from socks5d.client.handshake import (
     READ,
+    Link,
     Steps,
     destination_for,
     methods_for,
@@ -76,7 +77,7 @@ def run(
 def test_no_auth_connect_writes_greeting_then_request_and_returns_bnd_address() -> None:
     connection = ClientConnection()
     written, bound = run(
-        negotiate(connection, Proxy("proxy.example"), Command.CONNECT, EXAMPLE_80),
+        negotiate(Link(connection), Proxy("proxy.example"), Command.CONNECT, EXAMPLE_80),
         connection,
         [METHOD_NOAUTH, REPLY_SUCCEEDED],
     )
@@ -88,7 +89,7 @@ def test_credentials_offer_userpass_first_and_send_rfc1929_request() -> None:
     connection = ClientConnection()
     proxy = Proxy("proxy.example", username="alice", password="s3cret")
     written, _ = run(
-        negotiate(connection, proxy, Command.CONNECT, EXAMPLE_80),
+        negotiate(Link(connection), proxy, Command.CONNECT, EXAMPLE_80),
         connection,
         [METHOD_USERPASS, AUTH_SUCCESS, REPLY_SUCCEEDED],
     )
@@ -99,7 +100,7 @@ def test_credentials_are_not_sent_when_the_proxy_picks_no_auth() -> None:
     connection = ClientConnection()
     proxy = Proxy("proxy.example", username="alice", password="s3cret")
     written, _ = run(
-        negotiate(connection, proxy, Command.CONNECT, EXAMPLE_80),
+        negotiate(Link(connection), proxy, Command.CONNECT, EXAMPLE_80),
         connection,
         [METHOD_NOAUTH, REPLY_SUCCEEDED],
     )
@@ -111,7 +112,7 @@ def test_auth_failure_status_raises_auth_failed_naming_the_user_not_the_password
     proxy = Proxy("proxy.example", username="alice", password="s3cret")
     with pytest.raises(AuthFailed) as caught:
         run(
-            negotiate(connection, proxy, Command.CONNECT, EXAMPLE_80),
+            negotiate(Link(connection), proxy, Command.CONNECT, EXAMPLE_80),
             connection,
             [METHOD_USERPASS, AUTH_FAILURE],
         )
@@ -123,7 +124,7 @@ def test_explicit_methods_replace_the_default_offer() -> None:
     connection = ClientConnection()
     written, _ = run(
         negotiate(
-            connection,
+            Link(connection),
             Proxy("proxy.example"),
             Command.CONNECT,
             EXAMPLE_80,
@@ -139,7 +140,7 @@ def test_failure_reply_raises_from_the_generator() -> None:
     connection = ClientConnection()
     with pytest.raises(ConnectionRefused):
         run(
-            negotiate(connection, Proxy("proxy.example"), Command.CONNECT, EXAMPLE_80),
+            negotiate(Link(connection), Proxy("proxy.example"), Command.CONNECT, EXAMPLE_80),
             connection,
             [METHOD_NOAUTH, REPLY_CONNECTION_REFUSED],
         )
@@ -148,7 +149,7 @@ def test_failure_reply_raises_from_the_generator() -> None:
 def test_bind_returns_first_reply_then_second_reply_returns_the_peer() -> None:
     connection = ClientConnection()
     written, bound = run(
-        negotiate(connection, Proxy("proxy.example"), Command.BIND, EXAMPLE_80),
+        negotiate(Link(connection), Proxy("proxy.example"), Command.BIND, EXAMPLE_80),
         connection,
         [METHOD_NOAUTH, REPLY_SUCCEEDED],
     )
@@ -163,7 +164,7 @@ def test_socks4_writes_one_request_with_the_username_as_userid() -> None:
     proxy = Proxy("proxy.example", version=4, remote_dns=False, username="Fred")
     destination = Address(ipaddress.IPv4Address("66.102.7.99"), 80)
     written, bound = run(
-        negotiate(connection, proxy, Command.CONNECT, destination),
+        negotiate(Link(connection), proxy, Command.CONNECT, destination),
         connection,
         [SOCKS4_GRANTED_BIND],
     )
@@ -175,7 +176,7 @@ def test_socks4a_sends_the_name() -> None:
     connection = ClientConnection()
     proxy = Proxy("proxy.example", version=4, remote_dns=True, username="Fred")
     written, _ = run(
-        negotiate(connection, proxy, Command.CONNECT, destination_for(proxy, "example.com", 80)),
+        negotiate(Link(connection), proxy, Command.CONNECT, destination_for(proxy, "example.com", 80)),
         connection,
         [SOCKS4_GRANTED_BIND],
     )
@@ -213,7 +214,7 @@ def test_methods_offered_without_credentials_are_no_auth_only() -> None:
 def _awaiting_reply() -> ClientConnection:
     """A connection that has written its request and waits for the reply."""
     connection = ClientConnection()
-    steps = negotiate(connection, Proxy("h"), Command.CONNECT, EXAMPLE_80)
+    steps = negotiate(Link(connection), Proxy("h"), Command.CONNECT, EXAMPLE_80)
     assert next(steps) == GREETING_NOAUTH
     assert steps.send(None) is READ
     selected, _ = take_event(connection, METHOD_NOAUTH)

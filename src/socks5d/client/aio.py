@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import socket
 from itertools import pairwise
 from types import TracebackType
@@ -21,6 +22,7 @@ from typing import Any
 
 from socks5d.client.handshake import (
     READ,
+    Link,
     Steps,
     destination_for,
     negotiate,
@@ -35,13 +37,13 @@ from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto import (
     Address,
     AddressType,
-    ClientConnection,
     Command,
     DomainName,
     Event,
     UdpDatagram,
     encode_udp,
 )
+from socks5d.server.relay import ProtectedEngine, RelayResult, Tunnel
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
@@ -65,32 +67,39 @@ async def _readable(sock: socket.socket) -> None:
         loop.remove_reader(sock.fileno())
 
 
-async def _read_event(sock: socket.socket, connection: ClientConnection) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used."""
+async def _read_event(sock: socket.socket, link: Link) -> Event:
+    """The proxy's next message, consuming from the socket exactly the bytes it used (with
+    protection, whole tokens: what is left over stays in `link`).
+    """
     while True:
         await _readable(sock)
         try:
-            peeked = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            peeked = sock.recv(PEEK_SIZE, 0 if link.protection else socket.MSG_PEEK)
         except BlockingIOError:
             continue
-        event, used = take_event(connection, peeked)
+        if link.protection is not None:
+            protected = link.take_wire(peeked)
+            if protected is not None:
+                return protected
+            continue
+        event, used = take_event(link.connection, peeked)
         if used:
             sock.recv(used)
         if event is not None:
             return event
 
 
-async def _drive(steps: Steps, sock: socket.socket, connection: ClientConnection) -> Address:
+async def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
     loop = asyncio.get_running_loop()
     message: Event | None = None
     try:
         while True:
             step = steps.send(message)
             if step is READ:
-                message = await _read_event(sock, connection)
+                message = await _read_event(sock, link)
             else:
                 assert isinstance(step, bytes)
-                await loop.sock_sendall(sock, step)
+                await loop.sock_sendall(sock, link.outgoing(step))
                 message = None
     except StopIteration as done:
         bound: Address = done.value
@@ -125,11 +134,42 @@ async def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination_for(proxy, host, port)
 
 
+#: Bridges to protected proxies, kept until they end.
+_bridges: set[Tunnel] = set()
+
+
+def _bridge(sock: socket.socket, link: Link) -> socket.socket:
+    """A local socket standing for the protected connection `sock`: what is written to it is
+    wrapped on its way to the proxy, what the proxy sends is unwrapped (RFC 1961 §5). The
+    bridge (the relay's protected engine) runs until both sides are done.
+    """
+    assert link.protection is not None
+    mine, theirs = socket.socketpair()
+    for end in (mine, theirs):
+        end.setblocking(False)
+
+    def done(_result: RelayResult) -> None:
+        _bridges.discard(tunnel)
+        sock.close()
+        theirs.close()
+
+    tunnel = ProtectedEngine(link.protection).start(
+        sock,
+        theirs,
+        idle_timeout=math.inf,
+        early_data=link.connection.trailing_data,
+        done=done,
+    )
+    _bridges.add(tunnel)
+    return mine
+
+
 async def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float
-) -> tuple[socket.socket, ClientConnection, Address]:
+) -> tuple[socket.socket, Link, Address]:
     """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the socket, the last handshake's connection and the (first) reply's address.
+    last. Returns the socket, the last handshake's link and the (first) reply's address. A
+    hop with per-message protection carries the next hops inside it (`_bridge`).
     """
     first = chain[0]
     try:
@@ -144,13 +184,16 @@ async def _through_chain(
     try:
         hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
         hops.append((chain[-1], command, host, port))
-        for proxy, hop_command, hop_host, hop_port in hops:
-            connection = ClientConnection()
+        link = Link()
+        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
+            if index and link.protection is not None:
+                sock = _bridge(sock, link)
+            link = Link()
             try:
                 async with asyncio.timeout(timeout):
                     destination = await _destination(proxy, hop_host, hop_port)
                     bound = await _drive(
-                        negotiate(connection, proxy, hop_command, destination), sock, connection
+                        negotiate(link, proxy, hop_command, destination), sock, link
                     )
             except Socks5Error:
                 raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
@@ -158,7 +201,8 @@ async def _through_chain(
                 raise ProxyTimeout(
                     f"no reply from proxy {proxy.url} within {timeout:g} s"
                 ) from None
-        return sock, connection, usable_address(bound, str(sock.getpeername()[0]))
+        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
+        return sock, link, usable_address(bound, str(proxy_ip))
     except BaseException:
         sock.close()
         raise
@@ -174,8 +218,8 @@ async def connect(
             `AuthFailed`, `RequestRejected` (SOCKS4), `ProxyTimeout` or `ProtocolError`.
         OSError: the first proxy cannot be reached.
     """
-    sock, _, _ = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
-    return sock
+    sock, link, _ = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
+    return sock if link.protection is None else _bridge(sock, link)
 
 
 async def open_connection(
@@ -203,9 +247,9 @@ class Binding:
     fails."
     """
 
-    def __init__(self, sock: socket.socket, connection: ClientConnection, address: Address) -> None:
+    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
         self._sock = sock
-        self._connection = connection
+        self._link = link
         #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
         self.address = address
         #: the peer's address, once it has connected
@@ -215,7 +259,7 @@ class Binding:
         """Wait for the second reply; return the socket, now connected to the peer."""
         try:
             async with asyncio.timeout(timeout):
-                self.peer = await _drive(second_reply(), self._sock, self._connection)
+                self.peer = await _drive(second_reply(), self._sock, self._link)
         except TimeoutError as exc:
             self.close()
             if isinstance(exc, Socks5Error):
@@ -224,6 +268,8 @@ class Binding:
         except BaseException:
             self.close()
             raise
+        if self._link.protection is not None:
+            return _bridge(self._sock, self._link)
         return self._sock
 
     async def accept(
@@ -253,10 +299,8 @@ async def open_bind(
 
     Returns once the proxy listens: `binding.address` says where; `await binding.accept()`.
     """
-    sock, connection, bound = await _through_chain(
-        as_chain(proxy), Command.BIND, host, port, timeout
-    )
-    return Binding(sock, connection, bound)
+    sock, link, bound = await _through_chain(as_chain(proxy), Command.BIND, host, port, timeout)
+    return Binding(sock, link, bound)
 
 
 class _Datagrams(asyncio.DatagramProtocol):

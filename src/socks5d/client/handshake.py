@@ -13,8 +13,16 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from socks5d.client.proxy import Proxy
+from socks5d.client.proxy import GssapiOptions, Proxy
 from socks5d.errors import AuthFailed, ProtocolError, RequestRejected, error_for_reply
+from socks5d.gss import (
+    Protection,
+    client_level_token,
+    client_read_level,
+    initiate,
+    initiator_step,
+    level_name,
+)
 from socks5d.proto import (
     NEED_DATA,
     Address,
@@ -28,7 +36,10 @@ from socks5d.proto import (
     DomainName,
     Event,
     Greeting,
+    GssapiMessageType,
+    GssapiToken,
     MethodSelected,
+    ProtectionLevel,
     Reply,
     Socks4Reply,
     Socks4Request,
@@ -51,7 +62,35 @@ READ: Final = _Read()
 #: A handshake step yields bytes to write or READ, and is sent back the event read (or None
 #: after a write).
 Steps = Generator[bytes | _Read, Event | None, Address]
-AuthSteps = Generator[bytes | _Read, Event | None, None]
+#: An authentication method's steps return the per-message protection it set up, if any.
+AuthSteps = Generator[bytes | _Read, Event | None, Protection | None]
+
+
+@dataclass(slots=True)
+class Link:
+    """One connection to a proxy as the drivers see it: the handshake's codec and, once
+    GSS-API agreed on integrity or confidentiality, the protection that everything after
+    goes through (RFC 1961 §5), the request and the replies included.
+    """
+
+    connection: ClientConnection = field(default_factory=ClientConnection)
+    protection: Protection | None = None
+
+    def outgoing(self, data: bytes) -> bytes:
+        """Bytes a step yields, as they go on the wire."""
+        return data if self.protection is None else self.protection.seal(data)
+
+    def take_wire(self, wire: bytes) -> Event | None:
+        """With protection: feed bytes read from the socket (all of them are the proxy's:
+        tokens carry no one else's data), return the next event or None.
+        """
+        assert self.protection is not None
+        connection = self.connection
+        plaintext = self.protection.open(wire)
+        if plaintext or not wire:
+            connection.receive_data(plaintext)
+        event = connection.next_event()
+        return None if event is NEED_DATA else event  # type: ignore[return-value]
 
 
 def take_event(connection: ClientConnection, peeked: bytes) -> tuple[Event | None, int]:
@@ -92,7 +131,7 @@ class NoAuthentication:
     code: int = AuthMethod.NO_AUTHENTICATION_REQUIRED
 
     def authenticate(self, connection: ClientConnection) -> AuthSteps:
-        return
+        return None
         yield
 
 
@@ -115,10 +154,66 @@ class UsernamePassword:
             raise AuthFailed(
                 f"the proxy refused user {self.username!r} (status {result.status:#04x})"
             )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Gssapi:
+    """X'01': RFC 1961, with the default credentials (the Kerberos ccache)."""
+
+    options: GssapiOptions
+    #: the host part of the service principal
+    host: str
+    code: int = AuthMethod.GSSAPI
+
+    def authenticate(self, connection: ClientConnection) -> AuthSteps:
+        options = self.options
+        context = initiate(options.service, self.host)
+        token = initiator_step(context, None)
+        while True:
+            if token:
+                yield connection.send(GssapiToken(GssapiMessageType.AUTHENTICATION, token))
+            if context.complete:
+                break
+            token = initiator_step(
+                context, _gssapi_token((yield READ), GssapiMessageType.AUTHENTICATION)
+            )
+        wanted = options.level
+        unwrapped = options.unwrapped_level
+        level_token = client_level_token(context, wanted, unwrapped=unwrapped)
+        yield connection.send(GssapiToken(GssapiMessageType.PROTECTION_LEVEL, level_token))
+        answer = _gssapi_token((yield READ), GssapiMessageType.PROTECTION_LEVEL)
+        agreed = client_read_level(context, answer, unwrapped=unwrapped)
+        if agreed != wanted:
+            # RFC 1961 §4.4: "If the server's choice of protection level is unacceptable to
+            # the client, then the client must close its connection to the server"
+            raise AuthFailed(
+                f"the proxy agreed to protection level {level_name(agreed)}, "
+                f"not {level_name(wanted)}"
+            )
+        connection.authentication_complete()
+        if agreed == ProtectionLevel.CLEAR:
+            return None
+        return Protection(context, agreed)
+
+
+def _gssapi_token(message: Event | None, expected: GssapiMessageType) -> bytes:
+    if isinstance(message, GssapiToken):
+        if message.message_type == GssapiMessageType.ABORT:
+            raise AuthFailed("the proxy refused GSS-API authentication (abort message)")
+        if message.message_type == expected:
+            return message.token
+    if isinstance(message, ConnectionClosed):
+        raise AuthFailed("the proxy closed the connection during GSS-API authentication")
+    raise ProtocolError(f"expected GSS-API message type {expected:#04x}, got {message!r}")
 
 
 def methods_for(proxy: Proxy) -> list[ClientAuth]:
-    """The methods offered to `proxy`, in our order of preference."""
+    """The methods offered to `proxy`, in our order of preference. With GSS-API configured
+    only GSS-API is offered: falling back to no authentication would be a silent downgrade.
+    """
+    if proxy.gssapi is not None:
+        return [Gssapi(proxy.gssapi, proxy.gssapi.host or proxy.host)]
     if proxy.username is not None and proxy.password is not None:
         return [UsernamePassword(proxy.username, proxy.password), NoAuthentication()]
     return [NoAuthentication()]
@@ -142,13 +237,16 @@ def _expect_reply(event: Event | None) -> Address:
 
 
 def negotiate(
-    connection: ClientConnection,
+    link: Link,
     proxy: Proxy,
     command: Command,
     destination: Address,
     methods: list[ClientAuth] | None = None,
 ) -> Steps:
-    """Greeting, authentication and request; returns BND.ADDR/BND.PORT of the (first) reply."""
+    """Greeting, authentication and request; returns BND.ADDR/BND.PORT of the (first) reply.
+    A method that sets up per-message protection leaves it in `link.protection`.
+    """
+    connection = link.connection
     if proxy.version == 4:
         user_id = (proxy.username or "").encode()
         yield connection.send(Socks4Request(command, destination, user_id))
@@ -163,7 +261,7 @@ def negotiate(
         codes = ", ".join(f"X'{m.code:02X}'" for m in offered)
         raise AuthFailed(f"the proxy accepts none of the methods offered ({codes})")
     method = next(m for m in offered if m.code == selected.method)
-    yield from method.authenticate(connection)
+    link.protection = yield from method.authenticate(connection)
     yield connection.send(CommandRequest(command, destination))
     return _expect_reply((yield READ))
 

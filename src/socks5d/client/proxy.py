@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from socks5d.proto.constants import ProtectionLevel
 
 #: URL scheme -> (SOCKS version, whether the proxy resolves names)
 SCHEMES: dict[str, tuple[int, bool]] = {
@@ -13,6 +15,28 @@ SCHEMES: dict[str, tuple[int, bool]] = {
     "socks4a": (4, True),
 }
 DEFAULT_PORT = 1080
+
+
+#: URL query spellings of the protection levels (`?gssapi=integrity`).
+LEVELS = {level.name.lower(): level for level in ProtectionLevel if level != 3}
+
+
+@dataclass(frozen=True, slots=True)
+class GssapiOptions:
+    """GSS-API (RFC 1961) toward one proxy, with the credentials in the default ccache.
+
+    Args:
+        level: the protection level required; a proxy that agrees to any other is left.
+        service: the service part of the proxy's principal (Dante's default is "rcmd").
+        host: the host part; by default the proxy's host as given.
+        unwrapped_level: send the level octet unwrapped and expect the answer so (the NEC
+            variant; RFC 1961 wraps it).
+    """
+
+    level: ProtectionLevel = ProtectionLevel.CONFIDENTIALITY
+    service: str = "rcmd"
+    host: str | None = None
+    unwrapped_level: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +51,7 @@ class Proxy:
             instead of resolving them here (`socks5`, `socks4`).
         username, password: RFC 1929 credentials (SOCKS5); for SOCKS4 the username is the
             USERID.
+        gssapi: authenticate with GSS-API (RFC 1961) only, never another method.
     """
 
     host: str
@@ -35,19 +60,24 @@ class Proxy:
     remote_dns: bool = True
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    gssapi: GssapiOptions | None = None
 
     def __post_init__(self) -> None:
         if self.version not in (4, 5):
             raise ValueError(f"SOCKS version must be 4 or 5, not {self.version}")
         if not 0 < self.port <= 0xFFFF:
             raise ValueError(f"port out of range: {self.port}")
+        if self.gssapi is not None and self.version != 5:
+            raise ValueError("GSS-API needs SOCKS5")
 
     @classmethod
     def from_url(cls, url: str) -> Proxy:
         """Parse `socks5://[user:pass@]host:port`, `socks5h://`, `socks4://`, `socks4a://`.
 
         IPv6 literals go in brackets (`socks5://[::1]:1080`); user and password may be
-        percent-encoded. The port defaults to 1080.
+        percent-encoded. The port defaults to 1080. GSS-API options go in the query:
+        `?gssapi=LEVEL` (clear, integrity, confidentiality) with optional `service=NAME`,
+        `service_host=HOST` and `unwrapped_level=1`.
         """
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -59,6 +89,7 @@ class Proxy:
             raise ValueError(f"no proxy host in {url!r}")
         version, remote_dns = SCHEMES[scheme]
         return cls(
+            gssapi=_gssapi_options(parts.query),
             host=parts.hostname,
             port=DEFAULT_PORT if parts.port is None else parts.port,
             version=version,
@@ -66,6 +97,19 @@ class Proxy:
             username=unquote(parts.username) if parts.username is not None else None,
             password=unquote(parts.password) if parts.password is not None else None,
         )
+
+    @property
+    def query(self) -> str:
+        """The URL query for `gssapi` ("" without)."""
+        options = self.gssapi
+        if options is None:
+            return ""
+        fields = {"gssapi": options.level.name.lower(), "service": options.service}
+        if options.host is not None:
+            fields["service_host"] = options.host
+        if options.unwrapped_level:
+            fields["unwrapped_level"] = "1"
+        return "?" + urlencode(fields)
 
     @property
     def url(self) -> str:
@@ -81,7 +125,28 @@ class Proxy:
             user = quote(self.username, safe="")
             credentials = user + (":***" if self.password is not None else "") + "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme[(self.version, self.remote_dns)]}://{credentials}{host}:{self.port}"
+        netloc = f"{credentials}{host}:{self.port}"
+        return f"{scheme[(self.version, self.remote_dns)]}://{netloc}{self.query}"
+
+
+def _gssapi_options(query: str) -> GssapiOptions | None:
+    fields = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    unknown = set(fields) - {"gssapi", "service", "service_host", "unwrapped_level"}
+    if unknown:
+        raise ValueError(f"unknown proxy URL parameter {sorted(unknown)[0]!r}")
+    if "gssapi" not in fields:
+        if fields:
+            raise ValueError("service, service_host and unwrapped_level need gssapi=LEVEL")
+        return None
+    level = LEVELS.get(fields["gssapi"].lower())
+    if level is None:
+        raise ValueError(f"gssapi={fields['gssapi']!r}: one of {', '.join(LEVELS)}")
+    return GssapiOptions(
+        level=level,
+        service=fields.get("service") or "rcmd",
+        host=fields.get("service_host") or None,
+        unwrapped_level=fields.get("unwrapped_level", "0") not in ("", "0", "false", "no"),
+    )
 
 
 ProxyLike = Proxy | str

@@ -10,14 +10,18 @@ with open_udp(proxy=url) as udp:
 
 from __future__ import annotations
 
+import asyncio
+import math
 import select
 import socket
+import threading
 import time
 from itertools import pairwise
 from types import TracebackType
 
 from socks5d.client.handshake import (
     READ,
+    Link,
     Steps,
     destination_for,
     negotiate,
@@ -32,13 +36,13 @@ from socks5d.net import address_of
 from socks5d.proto import (
     Address,
     AddressType,
-    ClientConnection,
     Command,
     DomainName,
     Event,
     UdpDatagram,
     encode_udp,
 )
+from socks5d.server.relay import ProtectedEngine, relay
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
@@ -49,26 +53,33 @@ _ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 MAX_DATAGRAM = 65535
 
 
-def _read_event(sock: socket.socket, connection: ClientConnection) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used."""
+def _read_event(sock: socket.socket, link: Link) -> Event:
+    """The proxy's next message, consuming from the socket exactly the bytes it used (with
+    protection, whole tokens: what is left over stays in `link`).
+    """
     while True:
-        event, used = take_event(connection, sock.recv(PEEK_SIZE, socket.MSG_PEEK))
+        if link.protection is not None:
+            protected = link.take_wire(sock.recv(PEEK_SIZE))
+            if protected is not None:
+                return protected
+            continue
+        event, used = take_event(link.connection, sock.recv(PEEK_SIZE, socket.MSG_PEEK))
         if used:
             sock.recv(used)
         if event is not None:
             return event
 
 
-def _drive(steps: Steps, sock: socket.socket, connection: ClientConnection) -> Address:
+def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
     message: Event | None = None
     try:
         while True:
             step = steps.send(message)
             if step is READ:
-                message = _read_event(sock, connection)
+                message = _read_event(sock, link)
             else:
                 assert isinstance(step, bytes)
-                sock.sendall(step)
+                sock.sendall(link.outgoing(step))
                 message = None
     except StopIteration as done:
         bound: Address = done.value
@@ -91,11 +102,34 @@ def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination_for(proxy, host, port)
 
 
+def _bridge(sock: socket.socket, link: Link) -> socket.socket:
+    """A local (blocking) socket standing for the protected connection `sock`: a thread runs
+    the relay's protected engine between the two until both sides are done (RFC 1961 §5).
+    """
+    assert link.protection is not None
+    mine, theirs = socket.socketpair()
+    sock.setblocking(False)
+    theirs.setblocking(False)
+    engine = ProtectedEngine(link.protection)
+    early_data = link.connection.trailing_data
+
+    async def run() -> None:
+        try:
+            await relay(engine, sock, theirs, idle_timeout=math.inf, early_data=early_data)
+        finally:
+            sock.close()
+            theirs.close()
+
+    threading.Thread(target=asyncio.run, args=(run(),), name="socks5d-gssapi", daemon=True).start()
+    return mine
+
+
 def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
-) -> tuple[socket.socket, ClientConnection, Address]:
+) -> tuple[socket.socket, Link, Address]:
     """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the (blocking) socket, the last handshake's connection and the reply address.
+    last. Returns the (blocking) socket, the last handshake's link and the reply address. A
+    hop with per-message protection carries the next hops inside it (`_bridge`).
     """
     first = chain[0]
     try:
@@ -105,12 +139,17 @@ def _through_chain(
     try:
         hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
         hops.append((chain[-1], command, host, port))
-        for proxy, hop_command, hop_host, hop_port in hops:
-            connection = ClientConnection()
+        link = Link()
+        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
+            if index and link.protection is not None:
+                sock = _bridge(sock, link)
+                sock.settimeout(timeout)
+            link = Link()
             destination = _destination(proxy, hop_host, hop_port)
-            bound = _drive(negotiate(connection, proxy, hop_command, destination), sock, connection)
+            bound = _drive(negotiate(link, proxy, hop_command, destination), sock, link)
         sock.settimeout(None)
-        return sock, connection, usable_address(bound, str(sock.getpeername()[0]))
+        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
+        return sock, link, usable_address(bound, str(proxy_ip))
     except BaseException:
         sock.close()
         raise
@@ -133,8 +172,8 @@ def connect(
             `AuthFailed`, `RequestRejected` (SOCKS4), `ProxyTimeout` or `ProtocolError`.
         OSError: the first proxy cannot be reached.
     """
-    sock, _, _ = _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
-    return sock
+    sock, link, _ = _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
+    return sock if link.protection is None else _bridge(sock, link)
 
 
 def create_connection(
@@ -150,9 +189,9 @@ def create_connection(
 class Binding:
     """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer."""
 
-    def __init__(self, sock: socket.socket, connection: ClientConnection, address: Address) -> None:
+    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
         self._sock = sock
-        self._connection = connection
+        self._link = link
         #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
         self.address = address
         #: the peer's address, once it has connected
@@ -162,11 +201,13 @@ class Binding:
         """Wait for the second reply; return the socket, now connected to the peer."""
         self._sock.settimeout(timeout)
         try:
-            self.peer = _drive(second_reply(), self._sock, self._connection)
+            self.peer = _drive(second_reply(), self._sock, self._link)
         except BaseException:
             self.close()
             raise
         self._sock.settimeout(None)
+        if self._link.protection is not None:
+            return _bridge(self._sock, self._link)
         return self._sock
 
     def close(self) -> None:
@@ -182,8 +223,8 @@ def open_bind(
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Binding:
     """Ask the (last) proxy to listen for one connection from `host` (0.0.0.0: anyone)."""
-    sock, connection, bound = _through_chain(as_chain(proxy), Command.BIND, host, port, timeout)
-    return Binding(sock, connection, bound)
+    sock, link, bound = _through_chain(as_chain(proxy), Command.BIND, host, port, timeout)
+    return Binding(sock, link, bound)
 
 
 class UdpEndpoint:

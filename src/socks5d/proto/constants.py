@@ -102,6 +102,25 @@ class GssapiMessageType(IntEnum):
     ABORT = 0xFF
 
 
+class ProtectionLevel(IntEnum):
+    """Security context protection levels (RFC 1961 §4.3), and the "clear" level in use.
+
+    §4.3: "The security context protection level sent by client and server must be one of
+    the following values".
+    """
+
+    #: not in RFC 1961: Dante and the NEC reference implementation send 0 for "no per-message
+    #: protection"; nothing is encapsulated after authentication
+    CLEAR = 0x00
+    #: "1 required per-message integrity"
+    INTEGRITY = 0x01
+    #: "2 required per-message integrity and confidentiality"
+    CONFIDENTIALITY = 0x02
+    #: "3 selective per-message integrity or confidentiality based on local client and server
+    #: configurations"
+    SELECTIVE = 0x03
+
+
 class Socks4Reply(IntEnum):
     """CD values of a SOCKS4 reply (SOCKS4.protocol.txt)."""
 

@@ -32,6 +32,7 @@ ACCESS_FIELDS = (
     "outcome",
     "dropped",
     "rule",
+    "auth",
 )
 
 

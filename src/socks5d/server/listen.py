@@ -19,6 +19,7 @@ from itertools import pairwise
 from typing import Any
 
 from socks5d.config import ListenAddress, ServerConfig
+from socks5d.gss import acceptor_credentials
 from socks5d.net import address_of, format_peer
 from socks5d.proto import DomainName
 from socks5d.proto.constants import AuthMethod
@@ -155,6 +156,12 @@ class Server:
             client_default=rules.client_default,
             socks_default=rules.socks_default,
             groups=dict(rules.groups),
+        )
+        #: the service's key for GSS-API (RFC 1961), read from the keytab on (re)load
+        self.gssapi_credentials = (
+            acceptor_credentials(config.gssapi.service, config.gssapi.keytab)
+            if AuthMethod.GSSAPI in config.auth
+            else None
         )
         self.config = config
         self.authenticator.users = users

@@ -18,13 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
+from socks5d.gss import Acceptor, Protection, level_name
 from socks5d.net import address_of, format_peer, unmapped
-from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
+from socks5d.proto import (
+    Address,
+    AuthMethod,
+    Command,
+    GssapiMessageType,
+    ProtectionLevel,
+    Reply,
+    Socks4Reply,
+    State,
+)
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
-from socks5d.server.relay import RelayResult, Tunnel, relay
+from socks5d.server.relay import ProtectedEngine, RelayEngine, RelayResult, Tunnel, relay
 from socks5d.server.rules import IPAddress
 from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
@@ -46,6 +56,13 @@ CommandHandler = Callable[["Session", Request], Awaitable[None]]
 
 #: What a handed-over session keeps of its early data (the tunnel took the bytes).
 _NO_EARLY_DATA = bytearray()
+
+#: The access log's `auth` field for each method.
+AUTH_NAMES: dict[int, str] = {
+    AuthMethod.NO_AUTHENTICATION_REQUIRED: "none",
+    AuthMethod.USERNAME_PASSWORD: "userpass",
+    AuthMethod.GSSAPI: "gssapi",
+}
 
 #: States in which the protocol still owes the client a reply.
 _REPLY_STATES = {State.REPLY, State.SECOND_REPLY, State.SOCKS4_REPLY, State.SOCKS4_SECOND_REPLY}
@@ -72,8 +89,10 @@ class Session:
         "client",
         "connection",
         "early_data",
+        "engine",
         "listener",
         "peer",
+        "protection",
         "record",
         "server",
         "started",
@@ -99,6 +118,10 @@ class Session:
         #: the destination, once the tunnel is handed over to the relay engine
         self.upstream: socket.socket | None = None
         self.tunnel: Tunnel | None = None
+        #: RFC 1961 per-message protection, once GSS-API agreed on integrity or confidentiality
+        self.protection: Protection | None = None
+        #: the relay engine: the server's, or one that wraps and unwraps (`protection`)
+        self.engine: RelayEngine = server.relay_engine
         self.record = AccessRecord(
             client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0
         )
@@ -172,7 +195,20 @@ class Session:
 
     async def _send(self, message: proto.Event) -> None:
         data = self.connection.send(message)
+        if self.protection is not None:
+            data = self.protection.seal(data)
         await asyncio.get_running_loop().sock_sendall(self.client, data)
+
+    async def _receive(self) -> bytes:
+        """The client's next bytes (unwrapped when protected); `b""` at EOF."""
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
+            if self.protection is None:
+                return data
+            plaintext = self.protection.open(data)
+            if plaintext or not data:
+                return plaintext
 
     async def reply(self, reply: Reply, bound: Address | None = None) -> None:
         """Send the (first or second) reply in the client's protocol: SOCKS5 or SOCKS4."""
@@ -187,14 +223,83 @@ class Session:
             self.record["reply"] = reply.name.lower()
             await self._send(proto.CommandReply(reply, bound or Address.unspecified()))
 
+    async def _authenticate_gssapi(self) -> None:
+        """RFC 1961: establish the security context (MTYP 1), agree the protection level
+        (MTYP 2), and from then on protect everything (MTYP 3) when the level asks for it.
+
+        Raises:
+            AuthFailed: after sending the abort message: §3.8 "If the server refuses the
+                client's connection for any reason (GSS-API authentication failure or
+                otherwise), it will return: + 0x01 | 0xff +".
+        """
+        settings = self.server.config.gssapi
+        credentials = self.server.gssapi_credentials
+        assert credentials is not None
+        try:
+            negotiation = Acceptor(credentials)
+            while not negotiation.complete:
+                token = await self._gssapi_message(GssapiMessageType.AUTHENTICATION)
+                # §3.7: "In all continue/confirmation cases, the server uses the same message
+                # type as for the client -> server interaction"; the last token (mutual
+                # authentication) goes out even though the context is complete.
+                answer = negotiation.step(token)
+                if answer:
+                    await self._send(proto.GssapiToken(GssapiMessageType.AUTHENTICATION, answer))
+            self.user = self.record["user"] = negotiation.principal
+            token = await self._gssapi_message(GssapiMessageType.PROTECTION_LEVEL)
+            asked, unwrapped = negotiation.read_level(
+                token, accept_unwrapped=settings.accept_unwrapped_level
+            )
+            granted = ProtectionLevel.CLEAR if settings.answer_clear else asked
+            if granted not in settings.levels:
+                # Never a lower level than asked for: a client that does not check the answer
+                # (Dante's) would go on protecting what we no longer unwrap.
+                allowed = ",".join(level_name(level) for level in sorted(settings.levels))
+                raise AuthFailed(
+                    f"protection level {level_name(asked)} not allowed (allowed: {allowed})"
+                )
+            answer = negotiation.level_token(granted, unwrapped=unwrapped)
+            await self._send(proto.GssapiToken(GssapiMessageType.PROTECTION_LEVEL, answer))
+        except AuthFailed:
+            with contextlib.suppress(OSError, Socks5Error):
+                await self._send(proto.GssapiToken(GssapiMessageType.ABORT))
+            raise
+        self.connection.authentication_complete()
+        self.record["auth"] = f"gssapi/{level_name(granted)}"
+        if granted != ProtectionLevel.CLEAR:
+            self.protection = Protection(negotiation.context, granted)
+            self.engine = ProtectedEngine(self.protection)
+            # The client may already have sent its request: bytes past the level message.
+            if pending := self.connection.trailing_data:
+                self.connection.receive_data(self.protection.open(pending))
+
+    async def _gssapi_message(self, expected: GssapiMessageType) -> bytes:
+        """The token of the client's next RFC 1961 message, which must be of type `expected`."""
+        while True:
+            event = self.connection.next_event()
+            if event is proto.NEED_DATA:
+                self.connection.receive_data(await self._receive())
+            elif isinstance(event, proto.GssapiToken):
+                if event.message_type == GssapiMessageType.ABORT:
+                    raise AuthFailed("the client aborted the GSS-API negotiation")
+                if event.message_type != expected:
+                    raise AuthFailed(
+                        f"GSS-API message type {event.message_type:#04x} where "
+                        f"{expected:#04x} was expected"
+                    )
+                return event.token
+            elif isinstance(event, proto.ConnectionClosed):
+                raise AuthFailed("the client closed during the GSS-API negotiation")
+            else:
+                raise ProtocolError(f"unexpected {type(event).__name__}")
+
     async def _handshake(self) -> Request | None:
         """Negotiate and authenticate; return the request, or None if the client left."""
-        loop = asyncio.get_running_loop()
         connection = self.connection
         while True:
             event = connection.next_event()
             if event is proto.NEED_DATA:
-                connection.receive_data(await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE))
+                connection.receive_data(await self._receive())
             elif isinstance(event, proto.Greeting):
                 self.record["protocol"] = "socks5"
                 method = choose_method(event.methods, self.server.config.auth)
@@ -202,6 +307,9 @@ class Session:
                 if method == AuthMethod.NO_ACCEPTABLE_METHODS:
                     offered = ",".join(f"{m:#04x}" for m in event.methods) or "none"
                     raise AuthFailed(f"no acceptable method (offered {offered})")
+                self.record["auth"] = AUTH_NAMES.get(method)
+                if method == AuthMethod.GSSAPI:
+                    await self._authenticate_gssapi()
             elif isinstance(event, proto.UserPassAuth):
                 self.record["user"] = event.username
                 client_ip = self.peer.host
@@ -283,9 +391,8 @@ class Session:
         association). What it sends meanwhile is kept for the tunnel (`keep`), up to
         `MAX_EARLY_DATA`, or discarded.
         """
-        loop = asyncio.get_running_loop()
         while not keep or len(self.early_data) < MAX_EARLY_DATA:
-            data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
+            data = await self._receive()
             if not data:
                 return
             if keep:
@@ -301,7 +408,7 @@ class Session:
         self.upstream = upstream
         server.tunnels.add(self)
         try:
-            self.tunnel = server.relay_engine.start(
+            self.tunnel = self.engine.start(
                 self.client,
                 upstream,
                 idle_timeout=server.config.timeouts.idle,
@@ -330,7 +437,7 @@ class Session:
     async def relay(self, upstream: socket.socket) -> None:
         """Relay between the client and `upstream` until both directions are done."""
         result = await relay(
-            self.server.relay_engine,
+            self.engine,
             self.client,
             upstream,
             idle_timeout=self.server.config.timeouts.idle,
