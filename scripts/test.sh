@@ -14,6 +14,13 @@ APT_PACKAGES=(
   iproute2        # ip netns: private networks for reply-code tests
   gcc             # the benchmark's load generator (bench/loadgen.c), built by its smoke test
   libc6-dev
+  krb5-kdc        # GSSAPI tests: a throwaway Kerberos realm's KDC (krb5kdc, kdb5_util)
+  krb5-admin-server  # kadmin.local: the realm's principals and keytabs
+  krb5-user       # kinit, klist, kdestroy
+  libkrb5-dev     # Dante built with GSSAPI (scripts/build-dante-gssapi.sh); python-gssapi
+  make            # that build
+  xz-utils        # unpacking Dante's source tarball
+  debian-archive-keyring  # checking the deb-src index the tarball is fetched through
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -27,5 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,dev,fast,bench]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,dev,fast,bench,gssapi]'
+# Dante with GSSAPI for the RFC 1961 interop tests (tests/rfc1961); built once, then cached.
+SOCKS5D_DANTE_GSSAPI="$(bash scripts/build-dante-gssapi.sh)"
+export SOCKS5D_DANTE_GSSAPI
 exec python3 -m pytest "$@"
