@@ -112,9 +112,14 @@ class Acceptor:
             AuthFailed: the context cannot be established (bad ticket, wrong key, garbage).
         """
         try:
-            return self.context.step(token) or b""
+            answer = self.context.step(token) or b""
+            # python-gssapi hands back the error token of a failed step (a KRB-ERROR) and
+            # raises only on the next use of the context: use it here. The client gets the
+            # abort message, not the error token.
+            self.context.complete  # noqa: B018
         except self.module.exceptions.GSSError as exc:
             raise AuthFailed(f"GSS-API context not established: {describe(exc)}") from exc
+        return bytes(answer)
 
     @property
     def complete(self) -> bool:
@@ -149,17 +154,25 @@ class Acceptor:
 
 
 def initiate(
-    service: str, host: str, credentials: gssapi.Credentials | None = None
+    service: str,
+    host: str,
+    credentials: gssapi.Credentials | None = None,
+    *,
+    in_sequence: bool = True,
 ) -> gssapi.SecurityContext:
-    """A context for `service@host` with the client's default credentials (the ccache)."""
+    """A context for `service@host` with the client's default credentials (the ccache).
+    `in_sequence` asks for sequence checking of tokens (a TCP stream); replays are always
+    detected.
+    """
     module = gssapi_module()
     flags = (
         module.RequirementFlag.mutual_authentication
         | module.RequirementFlag.integrity
         | module.RequirementFlag.confidentiality
-        | module.RequirementFlag.out_of_sequence_detection
         | module.RequirementFlag.replay_detection
     )
+    if in_sequence:
+        flags |= module.RequirementFlag.out_of_sequence_detection
     name = module.Name(f"{service}@{host}", module.NameType.hostbased_service)
     context: gssapi.SecurityContext = module.SecurityContext(
         name=name, usage="initiate", flags=flags, creds=credentials
@@ -175,9 +188,11 @@ def initiator_step(context: gssapi.SecurityContext, token: bytes | None) -> byte
     """
     module = gssapi_module()
     try:
-        return context.step(token) or b""
+        answer = context.step(token) or b""
+        context.complete  # noqa: B018  (raises the error of a step that returned a token)
     except module.exceptions.GSSError as exc:
         raise AuthFailed(f"GSS-API context not established: {describe(exc)}") from exc
+    return bytes(answer)
 
 
 def client_level_token(

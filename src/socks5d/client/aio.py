@@ -30,9 +30,11 @@ from socks5d.client.handshake import (
     take_event,
     unwrap_datagram,
     usable_address,
+    wrap_datagram,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.errors import ProxyTimeout, Socks5Error
+from socks5d.gss import Protection
 from socks5d.net import Target, address_of, connect_first, interleave
 from socks5d.proto import (
     Address,
@@ -41,7 +43,6 @@ from socks5d.proto import (
     DomainName,
     Event,
     UdpDatagram,
-    encode_udp,
 )
 from socks5d.server.relay import ProtectedEngine, RelayResult, Tunnel
 
@@ -306,14 +307,21 @@ async def open_bind(
 class _Datagrams(asyncio.DatagramProtocol):
     """Receives the relay's datagrams into a bounded queue (a full queue drops, as UDP does)."""
 
-    def __init__(self, relay: Address, queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None]):
+    def __init__(
+        self,
+        relay: Address,
+        queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None],
+        protection: Protection | None = None,
+    ):
         self.relay = relay
         self.queue = queue
+        #: GSS-API per-message protection of the datagrams, when agreed
+        self.protection = protection
         #: datagrams dropped: not from the relay, malformed, fragments, or queue full
         self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        datagram = unwrap_datagram(data, address_of(addr), self.relay)
+        datagram = unwrap_datagram(data, address_of(addr), self.relay, self.protection)
         if datagram is None:
             self.dropped += 1
             return
@@ -364,7 +372,8 @@ class UdpEndpoint:
         if self._transport.is_closing():
             raise ConnectionError("the UDP association is closed")
         destination = await _destination(self.proxy, address[0], address[1])
-        self._transport.sendto(encode_udp(UdpDatagram(destination, data)), _sockaddr(self.relay))
+        datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
+        self._transport.sendto(datagram, _sockaddr(self.relay))
 
     async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
         """The next datagram and the (host, port) it came from.
@@ -428,13 +437,13 @@ async def open_udp(
     chain = as_chain(proxy)
     if len(chain) != 1 or chain[0].version != 5:
         raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
-    control, _, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    control, link, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
         family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
         # the IP of the TCP connection, which the proxy expects datagrams from; else any
         local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
-        protocol = _Datagrams(relay, queue)
+        protocol = _Datagrams(relay, queue, link.protection)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: protocol, local_addr=(local_ip, 0), family=family
         )

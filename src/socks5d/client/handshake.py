@@ -47,6 +47,7 @@ from socks5d.proto import (
     UdpDatagram,
     UserPassAuth,
     decode_udp,
+    encode_udp,
 )
 from socks5d.proto.events import _NeedData
 
@@ -164,11 +165,13 @@ class Gssapi:
     options: GssapiOptions
     #: the host part of the service principal
     host: str
+    #: ask for sequence checking; not for UDP, whose datagrams may be lost or reordered
+    in_sequence: bool = True
     code: int = AuthMethod.GSSAPI
 
     def authenticate(self, connection: ClientConnection) -> AuthSteps:
         options = self.options
-        context = initiate(options.service, self.host)
+        context = initiate(options.service, self.host, in_sequence=self.in_sequence)
         token = initiator_step(context, None)
         while True:
             if token:
@@ -208,12 +211,14 @@ def _gssapi_token(message: Event | None, expected: GssapiMessageType) -> bytes:
     raise ProtocolError(f"expected GSS-API message type {expected:#04x}, got {message!r}")
 
 
-def methods_for(proxy: Proxy) -> list[ClientAuth]:
-    """The methods offered to `proxy`, in our order of preference. With GSS-API configured
-    only GSS-API is offered: falling back to no authentication would be a silent downgrade.
+def methods_for(proxy: Proxy, command: Command = Command.CONNECT) -> list[ClientAuth]:
+    """The methods offered to `proxy` for `command`, in our order of preference. With GSS-API
+    configured only GSS-API is offered: falling back to no authentication would be a silent
+    downgrade.
     """
     if proxy.gssapi is not None:
-        return [Gssapi(proxy.gssapi, proxy.gssapi.host or proxy.host)]
+        in_sequence = command != Command.UDP_ASSOCIATE
+        return [Gssapi(proxy.gssapi, proxy.gssapi.host or proxy.host, in_sequence)]
     if proxy.username is not None and proxy.password is not None:
         return [UsernamePassword(proxy.username, proxy.password), NoAuthentication()]
     return [NoAuthentication()]
@@ -251,7 +256,7 @@ def negotiate(
         user_id = (proxy.username or "").encode()
         yield connection.send(Socks4Request(command, destination, user_id))
         return _expect_reply((yield READ))
-    offered = methods if methods is not None else methods_for(proxy)
+    offered = methods if methods is not None else methods_for(proxy, command)
     yield connection.send(Greeting(tuple(method.code for method in offered)))
     selected = yield READ
     if isinstance(selected, ConnectionClosed):
@@ -287,14 +292,26 @@ def usable_address(bound: Address, proxy_ip: str) -> Address:
     return bound
 
 
-def unwrap_datagram(data: bytes, sender: Address, relay: Address) -> UdpDatagram | None:
+def wrap_datagram(datagram: UdpDatagram, protection: Protection | None) -> bytes:
+    """A datagram for the relay: the RFC 1928 header and data, as one protected token when
+    GSS-API protects the association (RFC 1961 §5).
+    """
+    data = encode_udp(datagram)
+    return data if protection is None else protection.seal_datagram(data)
+
+
+def unwrap_datagram(
+    data: bytes, sender: Address, relay: Address, protection: Protection | None = None
+) -> UdpDatagram | None:
     """A datagram from the relay with its header read, or None when it is to be dropped: not
-    from the relay, malformed, or a fragment (RFC 1928 §7: without fragmentation support,
-    "drop any datagram whose FRAG field is other than X'00'").
+    from the relay, malformed, not verified (with protection), or a fragment (RFC 1928 §7:
+    without fragmentation support, "drop any datagram whose FRAG field is other than X'00'").
     """
     if sender != relay:
         return None
     try:
+        if protection is not None:
+            data = protection.open_datagram(data)
         datagram = decode_udp(data)
     except ProtocolError:
         return None

@@ -29,9 +29,11 @@ from socks5d.client.handshake import (
     take_event,
     unwrap_datagram,
     usable_address,
+    wrap_datagram,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.errors import ProxyTimeout, Socks5Error
+from socks5d.gss import Protection
 from socks5d.net import address_of
 from socks5d.proto import (
     Address,
@@ -40,7 +42,6 @@ from socks5d.proto import (
     DomainName,
     Event,
     UdpDatagram,
-    encode_udp,
 )
 from socks5d.server.relay import ProtectedEngine, relay
 
@@ -232,8 +233,16 @@ class UdpEndpoint:
     connection stays open for the association's life and closes with it.
     """
 
-    def __init__(self, proxy: Proxy, control: socket.socket, relay: Address) -> None:
+    def __init__(
+        self,
+        proxy: Proxy,
+        control: socket.socket,
+        relay: Address,
+        protection: Protection | None = None,
+    ) -> None:
         self.proxy = proxy
+        #: GSS-API per-message protection of the datagrams, when agreed
+        self.protection = protection
         self._control = control
         #: BND.ADDR/BND.PORT: the relay datagrams go to
         self.relay = relay
@@ -253,7 +262,8 @@ class UdpEndpoint:
         """Send `data` to `address` (host, port) through the relay."""
         destination = _destination(self.proxy, address[0], address[1])
         self._sock.sendto(
-            encode_udp(UdpDatagram(destination, data)), (str(self.relay.host), self.relay.port)
+            wrap_datagram(UdpDatagram(destination, data), self.protection),
+            (str(self.relay.host), self.relay.port),
         )
 
     def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
@@ -275,7 +285,7 @@ class UdpEndpoint:
             if self._sock not in ready:
                 continue
             data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            datagram = unwrap_datagram(data, address_of(sender), self.relay)
+            datagram = unwrap_datagram(data, address_of(sender), self.relay, self.protection)
             if datagram is None:
                 self.dropped += 1
                 continue
@@ -306,9 +316,9 @@ def open_udp(
     chain = as_chain(proxy)
     if len(chain) != 1 or chain[0].version != 5:
         raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
-    control, _, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    control, link, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
-        return UdpEndpoint(chain[0], control, relay)
+        return UdpEndpoint(chain[0], control, relay, link.protection)
     except BaseException:
         control.close()
         raise

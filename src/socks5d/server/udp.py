@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from socks5d.errors import NotAllowed, ProtocolError, Socks5Error
+from socks5d.errors import LocalProtocolError, NotAllowed, ProtocolError, Socks5Error
 from socks5d.net import Target, address_of, unmapped
 from socks5d.proto import (
     Address,
@@ -45,6 +45,7 @@ from socks5d.proto import (
 from socks5d.server.connect import Resolver
 
 if TYPE_CHECKING:
+    from socks5d.gss import Protection
     from socks5d.server.session import Request, Session
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
         names: NameCache,
         family: int,
         allowed: Callable[[Address, IPAddress | None], bool],
+        protection: Protection | None = None,
     ) -> None:
         self.client_ip = client_ip
+        #: GSS-API per-message protection of the client's datagrams (RFC 1961 §5)
+        self.protection = protection
         #: the rules: may the client send to this destination (name, resolved address)?
         self.allowed = allowed
         #: the client's source port; None until the first datagram locks it in
@@ -183,6 +187,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def _from_client(self, data: bytes) -> None:
         try:
+            if self.protection is not None:
+                # RFC 1961 §5: "For TCP and UDP clients and servers, the GSS-API functions
+                # for encapsulation and de-encapsulation shall be used": each datagram is one
+                # framed token wrapping the whole RFC 1928 datagram, header included.
+                data = self.protection.open_datagram(data)
             datagram = decode_udp(data)
         except ProtocolError as exc:
             self._drop(f"malformed datagram: {exc}")
@@ -255,6 +264,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def _from_peer(self, source: Address, data: bytes) -> None:
         wrapped = encode_udp(UdpDatagram(source, data))
+        if self.protection is not None:
+            try:
+                wrapped = self.protection.seal_datagram(wrapped)
+            except LocalProtocolError:
+                self._drop(f"reply of {len(data)} bytes from {source}: too large to protect")
+                return
         if len(wrapped) > MAX_DATAGRAM:
             self._drop(f"reply of {len(data)} bytes from {source}: too large with its header")
             return
@@ -332,7 +347,12 @@ async def _associate(session: Session, client_ip: IPAddress, requested_port: int
     try:
         sock.setblocking(False)
         association = UdpAssociation(
-            client_ip, requested_port, NameCache(server.resolver), sock.family, _allowed(session)
+            client_ip,
+            requested_port,
+            NameCache(server.resolver),
+            sock.family,
+            _allowed(session),
+            session.protection,
         )
         await loop.create_datagram_endpoint(lambda: association, sock=sock)
     except BaseException:
