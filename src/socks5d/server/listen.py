@@ -140,10 +140,17 @@ class Server:
         at once; established tunnels go on. Listen addresses are fixed at start.
 
         Raises:
-            ConfigError: the users file cannot be read (nothing is changed then).
+            ConfigError: the users file cannot be read, or the GSS-API keytab has no key for
+                the service (nothing is changed then).
         """
         if users is None and config.users_file is not None:
             users = UserDatabase.load(config.users_file)
+        # the service's key for GSS-API (RFC 1961), read from the keytab on (re)load
+        credentials = (
+            acceptor_credentials(config.gssapi.service, config.gssapi.keytab)
+            if AuthMethod.GSSAPI in config.auth
+            else None
+        )
         if AuthMethod.USERNAME_PASSWORD in config.auth and users is None:
             raise ValueError("username/password authentication needs a user database")
         rules = config.rules
@@ -157,12 +164,7 @@ class Server:
             socks_default=rules.socks_default,
             groups=dict(rules.groups),
         )
-        #: the service's key for GSS-API (RFC 1961), read from the keytab on (re)load
-        self.gssapi_credentials = (
-            acceptor_credentials(config.gssapi.service, config.gssapi.keytab)
-            if AuthMethod.GSSAPI in config.auth
-            else None
-        )
+        self.gssapi_credentials = credentials
         self.config = config
         self.authenticator.users = users
         self.authenticator.cache_ttl = config.performance.password_cache_ttl
