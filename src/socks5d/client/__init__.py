@@ -4,13 +4,17 @@ that has the same names. Built on the same sans-I/O protocol package as the serv
 """
 
 from socks5d.client.aio import Binding, UdpEndpoint, connect, open_bind, open_connection, open_udp
-from socks5d.client.handshake import ClientAuth, NoAuthentication, UsernamePassword
-from socks5d.client.proxy import Proxy
+from socks5d.client.handshake import ClientAuth, Gssapi, NoAuthentication, UsernamePassword
+from socks5d.client.proxy import GssapiOptions, Proxy
+from socks5d.proto.constants import ProtectionLevel
 
 __all__ = [
     "Binding",
     "ClientAuth",
+    "Gssapi",
+    "GssapiOptions",
     "NoAuthentication",
+    "ProtectionLevel",
     "Proxy",
     "UdpEndpoint",
     "UsernamePassword",
