@@ -30,6 +30,8 @@ from socks5d.config import (
     load_config,
 )
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
+from socks5d.gss import acceptor_credentials
+from socks5d.proto import AuthMethod
 from socks5d.server.accesslog import configure_logging
 from socks5d.server.listen import Server
 from socks5d.server.runtime import (
@@ -295,6 +297,8 @@ def _check_config(path: Path) -> int:
     config = load_config(path)
     if config.users_file is not None:
         UserDatabase.load(config.users_file)
+    if AuthMethod.GSSAPI in config.auth:  # the keytab must hold the service's key
+        acceptor_credentials(config.gssapi.service, config.gssapi.keytab)
     listen = ", ".join(str(address) for address in config.listen)
     print(f"{path}: OK (listen {listen})")
     return 0
