@@ -87,7 +87,11 @@ def acceptor_credentials(service: str, keytab: Path | None) -> gssapi.Credential
             raise ConfigError(f"gssapi.keytab: {keytab}: no such file")
         store = {"keytab": os.fsencode(keytab)}
     try:
-        credentials: gssapi.Credentials = module.Credentials(name=name, usage="accept", store=store)
+        # Kerberos only: without `mechs` the credentials also take SPNEGO, whose hint token
+        # would answer garbage instead of the abort message.
+        credentials: gssapi.Credentials = module.Credentials(
+            name=name, usage="accept", store=store, mechs=[module.MechType.kerberos]
+        )
         return credentials
     except module.exceptions.GSSError as exc:
         where = keytab or os.environ.get("KRB5_KTNAME", "the default keytab")

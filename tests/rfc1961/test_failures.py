@@ -599,12 +599,6 @@ def test_a_bad_first_message_is_answered_with_abort(
     assert_aborted(only_record(server), cause)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: the acceptor is not limited to Kerberos: MIT's SPNEGO answers an empty "
-    "token with a NegTokenInit2 hint (MTYP 1 'not_defined_in_RFC4178@please_ignore') and "
-    "waits, instead of the abort",
-)
 def test_an_empty_first_token_is_answered_with_abort(
     gss_server: Callable[..., RunningServer],
 ) -> None:
@@ -614,18 +608,6 @@ def test_an_empty_first_token_is_answered_with_abort(
         client.send(message(AUTHENTICATION, b""))
         assert client.read_message() == (0xFF, b"")
     assert_aborted(only_record(server), "GSS-API context not established: ")
-
-
-def test_an_empty_first_token_ends_cleanly(gss_server: Callable[..., RunningServer]) -> None:
-    """Whatever the server answers, the session ends with a clean record, not a hang."""
-    server = gss_server()
-    with RawGssapi(server) as client:
-        client.greet()
-        client.send(message(AUTHENTICATION, b""))
-        client.read_message()
-        client.shut_write()
-        client.rest()
-    assert only_record(server)["outcome"].startswith("auth failed: ")
 
 
 @pytest.mark.parametrize(
@@ -644,30 +626,9 @@ def test_an_unparsable_message_closes_with_a_clean_record(
     with RawGssapi(server) as client:
         client.greet()
         client.send(sent)
-        assert client.rest() in (b"", ABORT)
-    record = only_record(server)
-    assert cause in record["outcome"], record
-    assert record["outcome"].startswith(("protocol error: ", "auth failed: ")), record
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: an unparsable RFC 1961 message (bad VER or unknown MTYP) is a "
-    "ProtocolError that bypasses the abort of _authenticate_gssapi (RFC 1961 §3.8: abort "
-    '"for any reason")',
-)
-@pytest.mark.parametrize(
-    "sent", [b"\x02\x01\x00\x05hello", b"\x01\x07\x00\x05hello"], ids=["version-2", "mtyp-7"]
-)
-def test_an_unparsable_message_is_answered_with_abort(
-    gss_server: Callable[..., RunningServer], sent: bytes
-) -> None:
-    server = gss_server()
-    with RawGssapi(server) as client:
-        client.greet()
-        client.send(sent)
         assert client.rest() == ABORT
-    assert only_record(server)["outcome"].startswith("auth failed: ")
+    record = only_record(server)
+    assert record["outcome"] == f"protocol error: {cause}", record
 
 
 def test_an_abort_from_the_client_is_logged(gss_server: Callable[..., RunningServer]) -> None:
@@ -810,11 +771,6 @@ def test_the_level_message_and_the_protected_request_in_one_segment(
     assert only_record(server)["auth"] == "gssapi/integrity"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: session.py _authenticate_gssapi feeds protection.open(trailing) to the "
-    'connection; an incomplete token gives b"", which receive_data() takes for EOF',
-)
 def test_the_level_message_with_part_of_the_protected_request_in_one_segment(
     gss_server: Callable[..., RunningServer], destination: socket.socket
 ) -> None:

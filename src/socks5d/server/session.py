@@ -30,6 +30,7 @@ from socks5d.proto import (
     Socks4Reply,
     State,
 )
+from socks5d.proto.gssapi import encode_gssapi
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
@@ -260,9 +261,8 @@ class Session:
                 )
             answer = negotiation.level_token(granted, unwrapped=unwrapped)
             await self._send(proto.GssapiToken(GssapiMessageType.PROTECTION_LEVEL, answer))
-        except AuthFailed:
-            with contextlib.suppress(OSError, Socks5Error):
-                await self._send(proto.GssapiToken(GssapiMessageType.ABORT))
+        except (AuthFailed, ProtocolError):
+            await self._abort_gssapi()
             raise
         self.connection.authentication_complete()
         self.record["auth"] = f"gssapi/{level_name(granted)}"
@@ -270,8 +270,22 @@ class Session:
             self.protection = Protection(negotiation.context, granted)
             self.engine = ProtectedEngine(self.protection)
             # The client may already have sent its request: bytes past the level message.
-            if pending := self.connection.trailing_data:
-                self.connection.receive_data(self.protection.open(pending))
+            # (Part of a token stays in `protection` until the rest arrives; b"" would be EOF.)
+            pending = self.connection.trailing_data
+            if pending and (plaintext := self.protection.open(pending)):
+                self.connection.receive_data(plaintext)
+
+    async def _abort_gssapi(self) -> None:
+        """Send the abort message, unless the client's own abort or close ended it."""
+        abort = proto.GssapiToken(GssapiMessageType.ABORT)
+        if self.connection.state is State.CLOSED:
+            return
+        if self.connection.state is State.ERROR:  # the client's bytes broke the framing
+            data = encode_gssapi(abort)
+        else:
+            data = self.connection.send(abort)
+        with contextlib.suppress(OSError):
+            await asyncio.get_running_loop().sock_sendall(self.client, data)
 
     async def _gssapi_message(self, expected: GssapiMessageType) -> bytes:
         """The token of the client's next RFC 1961 message, which must be of type `expected`."""
