@@ -11,6 +11,8 @@ Engines:
   buffer per direction, and a pipe only while bytes are in flight (idle tunnels hold none).
 - `PortableEngine`: `sock_recv` / `sock_sendall`; everywhere, and for relays that must see the
   bytes.
+- `ProtectedEngine`: the portable engine wrapping and unwrapping GSS-API per-message tokens on
+  the client's side (RFC 1961 §5); one per protected session.
 
 Every engine keeps these promises: both directions run concurrently; a direction reads again
 only after everything it read was written (backpressure: at most one read per direction is in
@@ -253,8 +255,6 @@ class ProtectedEngine(PortableEngine):
     The client library uses it too, with the proxy as `client` and a local socket as
     `upstream`.
     """
-
-    __slots__ = ("protection",)
 
     def __init__(self, protection: Protection) -> None:
         self.protection = protection

@@ -18,24 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
-from socks5d.gss import Acceptor, Protection, level_name
+from socks5d.gss import Protection
 from socks5d.net import address_of, format_peer, unmapped
-from socks5d.proto import (
-    Address,
-    AuthMethod,
-    Command,
-    GssapiMessageType,
-    ProtectionLevel,
-    Reply,
-    Socks4Reply,
-    State,
-)
-from socks5d.proto.gssapi import encode_gssapi
+from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
-from socks5d.server.relay import ProtectedEngine, RelayEngine, RelayResult, Tunnel, relay
+from socks5d.server.gssapi import authenticate_gssapi
+from socks5d.server.relay import RelayEngine, RelayResult, Tunnel, relay
 from socks5d.server.rules import IPAddress
 from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
@@ -194,13 +185,14 @@ class Session:
         with contextlib.suppress(OSError):
             await self.reply(exc.reply)
 
-    async def _send(self, message: proto.Event) -> None:
+    async def send(self, message: proto.Event) -> None:
+        """Send a protocol message to the client (wrapped when protected)."""
         data = self.connection.send(message)
         if self.protection is not None:
             data = self.protection.seal(data)
         await asyncio.get_running_loop().sock_sendall(self.client, data)
 
-    async def _receive(self) -> bytes:
+    async def receive(self) -> bytes:
         """The client's next bytes (unwrapped when protected); `b""` at EOF."""
         loop = asyncio.get_running_loop()
         while True:
@@ -219,93 +211,10 @@ class Session:
                 bound = Address(ipaddress.IPv4Address(0), bound.port if bound else 0)
             status = Socks4Reply.GRANTED if reply == Reply.SUCCEEDED else Socks4Reply.REJECTED
             self.record["reply"] = status.name.lower()
-            await self._send(proto.Socks4Response(status, bound))
+            await self.send(proto.Socks4Response(status, bound))
         else:
             self.record["reply"] = reply.name.lower()
-            await self._send(proto.CommandReply(reply, bound or Address.unspecified()))
-
-    async def _authenticate_gssapi(self) -> None:
-        """RFC 1961: establish the security context (MTYP 1), agree the protection level
-        (MTYP 2), and from then on protect everything (MTYP 3) when the level asks for it.
-
-        Raises:
-            AuthFailed: after sending the abort message: §3.8 "If the server refuses the
-                client's connection for any reason (GSS-API authentication failure or
-                otherwise), it will return: + 0x01 | 0xff +".
-        """
-        settings = self.server.config.gssapi
-        credentials = self.server.gssapi_credentials
-        assert credentials is not None
-        try:
-            negotiation = Acceptor(credentials)
-            while not negotiation.complete:
-                token = await self._gssapi_message(GssapiMessageType.AUTHENTICATION)
-                # §3.7: "In all continue/confirmation cases, the server uses the same message
-                # type as for the client -> server interaction"; the last token (mutual
-                # authentication) goes out even though the context is complete.
-                answer = negotiation.step(token)
-                if answer:
-                    await self._send(proto.GssapiToken(GssapiMessageType.AUTHENTICATION, answer))
-            self.user = self.record["user"] = negotiation.principal
-            token = await self._gssapi_message(GssapiMessageType.PROTECTION_LEVEL)
-            asked, unwrapped = negotiation.read_level(
-                token, accept_unwrapped=settings.accept_unwrapped_level
-            )
-            granted = ProtectionLevel.CLEAR if settings.answer_clear else asked
-            if granted not in settings.levels:
-                # Never a lower level than asked for: a client that does not check the answer
-                # (Dante's) would go on protecting what we no longer unwrap.
-                allowed = ",".join(level_name(level) for level in sorted(settings.levels))
-                raise AuthFailed(
-                    f"protection level {level_name(asked)} not allowed (allowed: {allowed})"
-                )
-            answer = negotiation.level_token(granted, unwrapped=unwrapped)
-            await self._send(proto.GssapiToken(GssapiMessageType.PROTECTION_LEVEL, answer))
-        except (AuthFailed, ProtocolError):
-            await self._abort_gssapi()
-            raise
-        self.connection.authentication_complete()
-        self.record["auth"] = f"gssapi/{level_name(granted)}"
-        if granted != ProtectionLevel.CLEAR:
-            self.protection = Protection(negotiation.context, granted)
-            self.engine = ProtectedEngine(self.protection)
-            # The client may already have sent its request: bytes past the level message.
-            # (Part of a token stays in `protection` until the rest arrives; b"" would be EOF.)
-            pending = self.connection.trailing_data
-            if pending and (plaintext := self.protection.open(pending)):
-                self.connection.receive_data(plaintext)
-
-    async def _abort_gssapi(self) -> None:
-        """Send the abort message, unless the client's own abort or close ended it."""
-        abort = proto.GssapiToken(GssapiMessageType.ABORT)
-        if self.connection.state is State.CLOSED:
-            return
-        if self.connection.state is State.ERROR:  # the client's bytes broke the framing
-            data = encode_gssapi(abort)
-        else:
-            data = self.connection.send(abort)
-        with contextlib.suppress(OSError):
-            await asyncio.get_running_loop().sock_sendall(self.client, data)
-
-    async def _gssapi_message(self, expected: GssapiMessageType) -> bytes:
-        """The token of the client's next RFC 1961 message, which must be of type `expected`."""
-        while True:
-            event = self.connection.next_event()
-            if event is proto.NEED_DATA:
-                self.connection.receive_data(await self._receive())
-            elif isinstance(event, proto.GssapiToken):
-                if event.message_type == GssapiMessageType.ABORT:
-                    raise AuthFailed("the client aborted the GSS-API negotiation")
-                if event.message_type != expected:
-                    raise AuthFailed(
-                        f"GSS-API message type {event.message_type:#04x} where "
-                        f"{expected:#04x} was expected"
-                    )
-                return event.token
-            elif isinstance(event, proto.ConnectionClosed):
-                raise AuthFailed("the client closed during the GSS-API negotiation")
-            else:
-                raise ProtocolError(f"unexpected {type(event).__name__}")
+            await self.send(proto.CommandReply(reply, bound or Address.unspecified()))
 
     async def _handshake(self) -> Request | None:
         """Negotiate and authenticate; return the request, or None if the client left."""
@@ -313,17 +222,17 @@ class Session:
         while True:
             event = connection.next_event()
             if event is proto.NEED_DATA:
-                connection.receive_data(await self._receive())
+                connection.receive_data(await self.receive())
             elif isinstance(event, proto.Greeting):
                 self.record["protocol"] = "socks5"
                 method = choose_method(event.methods, self.server.config.auth)
-                await self._send(proto.MethodSelected(method))
+                await self.send(proto.MethodSelected(method))
                 if method == AuthMethod.NO_ACCEPTABLE_METHODS:
                     offered = ",".join(f"{m:#04x}" for m in event.methods) or "none"
                     raise AuthFailed(f"no acceptable method (offered {offered})")
                 self.record["auth"] = AUTH_NAMES.get(method)
                 if method == AuthMethod.GSSAPI:
-                    await self._authenticate_gssapi()
+                    await authenticate_gssapi(self)
             elif isinstance(event, proto.UserPassAuth):
                 self.record["user"] = event.username
                 client_ip = self.peer.host
@@ -331,18 +240,18 @@ class Session:
                 # A blocked IP gets no password checked, even on a connection opened before
                 # the block: parallel connections must not multiply the guesses.
                 if self.server.throttle.blocked(client_ip, time.monotonic()):
-                    await self._send(proto.AuthResult(proto.UserPassStatus.FAILURE))
+                    await self.send(proto.AuthResult(proto.UserPassStatus.FAILURE))
                     raise AuthFailed("blocked after repeated failed logins")
                 ok = await self.server.authenticator.verify(event.username, event.password)
                 if ok:
                     self.user = event.username
                     self.server.throttle.success(client_ip)
-                    await self._send(proto.AuthResult(proto.UserPassStatus.SUCCESS))
+                    await self.send(proto.AuthResult(proto.UserPassStatus.SUCCESS))
                 else:
                     # Password guessing is slowed down per client IP, then blocked.
                     delay = self.server.throttle.failure(client_ip, time.monotonic())
                     await asyncio.sleep(delay)
-                    await self._send(proto.AuthResult(proto.UserPassStatus.FAILURE))
+                    await self.send(proto.AuthResult(proto.UserPassStatus.FAILURE))
                     raise AuthFailed(
                         f"wrong username or password for {event.username!r}"
                         f" (answered after {delay:g} s)"
@@ -406,7 +315,7 @@ class Session:
         `MAX_EARLY_DATA`, or discarded.
         """
         while not keep or len(self.early_data) < MAX_EARLY_DATA:
-            data = await self._receive()
+            data = await self.receive()
             if not data:
                 return
             if keep:
