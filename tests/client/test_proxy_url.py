@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from socks5d.client import Proxy
+from socks5d.client import GssapiOptions, ProtectionLevel, Proxy
 from socks5d.client.proxy import as_chain
 
 
@@ -140,3 +142,45 @@ def test_chain_accepts_urls_and_proxies_in_order() -> None:
 def test_empty_chain_raises_value_error() -> None:
     with pytest.raises(ValueError, match="empty"):
         as_chain([])
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("gssapi=integrity", GssapiOptions(ProtectionLevel.INTEGRITY)),
+        ("gssapi=Confidentiality", GssapiOptions(ProtectionLevel.CONFIDENTIALITY)),
+        ("gssapi=clear&service=socks", GssapiOptions(ProtectionLevel.CLEAR, "socks")),
+        (
+            "gssapi=integrity&service_host=proxy.example.org&unwrapped_level=1",
+            GssapiOptions(
+                ProtectionLevel.INTEGRITY, host="proxy.example.org", unwrapped_level=True
+            ),
+        ),
+        ("gssapi=integrity&unwrapped_level=0", GssapiOptions(ProtectionLevel.INTEGRITY)),
+    ],
+)
+def test_url_query_selects_gssapi(query: str, expected: GssapiOptions) -> None:
+    proxy = Proxy.from_url(f"socks5h://127.0.0.1:1080?{query}")
+    assert proxy.gssapi == expected
+    assert Proxy.from_url(proxy.url) == proxy
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("socks5://h:1?gssapi=selective", "gssapi='selective'"),
+        ("socks5://h:1?gssapi=", "gssapi=''"),
+        ("socks5://h:1?service=rcmd", "need gssapi=LEVEL"),
+        ("socks5://h:1?gssapi=integrity&colour=blue", "'colour'"),
+        ("socks4a://h:1?gssapi=integrity", "GSS-API needs SOCKS5"),
+    ],
+)
+def test_bad_gssapi_query_raises_value_error(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Proxy.from_url(url)
+
+
+def test_url_without_query_has_no_gssapi() -> None:
+    proxy = Proxy.from_url("socks5h://127.0.0.1:1080")
+    assert proxy.gssapi is None
+    assert "?" not in proxy.url

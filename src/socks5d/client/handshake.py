@@ -91,7 +91,9 @@ class Link:
         if plaintext or not wire:
             connection.receive_data(plaintext)
         event = connection.next_event()
-        return None if event is NEED_DATA else event  # type: ignore[return-value]
+        if isinstance(event, _NeedData):
+            return None
+        return event
 
 
 def take_event(connection: ClientConnection, peeked: bytes) -> tuple[Event | None, int]:
