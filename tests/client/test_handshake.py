@@ -11,7 +11,14 @@ import ipaddress
 
 import pytest
 
-from socks5d.client import NoAuthentication, Proxy, UsernamePassword
+from socks5d.client import (
+    Gssapi,
+    GssapiOptions,
+    NoAuthentication,
+    ProtectionLevel,
+    Proxy,
+    UsernamePassword,
+)
 from socks5d.client.handshake import (
     READ,
     Link,
@@ -23,7 +30,14 @@ from socks5d.client.handshake import (
     take_event,
 )
 from socks5d.errors import AuthFailed, ConnectionRefused
-from socks5d.proto import Address, ClientConnection, Command, ConnectionClosed, DomainName
+from socks5d.proto import (
+    Address,
+    AuthMethod,
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    DomainName,
+)
 from vectors import (
     AUTH_FAILURE,
     AUTH_SUCCESS,
@@ -176,7 +190,9 @@ def test_socks4a_sends_the_name() -> None:
     connection = ClientConnection()
     proxy = Proxy("proxy.example", version=4, remote_dns=True, username="Fred")
     written, _ = run(
-        negotiate(Link(connection), proxy, Command.CONNECT, destination_for(proxy, "example.com", 80)),
+        negotiate(
+            Link(connection), proxy, Command.CONNECT, destination_for(proxy, "example.com", 80)
+        ),
         connection,
         [SOCKS4_GRANTED_BIND],
     )
@@ -250,3 +266,19 @@ def test_take_event_at_eof_after_a_partial_message_uses_nothing() -> None:
     event, used = take_event(connection, b"")
     assert isinstance(event, ConnectionClosed)
     assert used == 0
+
+
+def test_gssapi_proxy_is_offered_gssapi_alone() -> None:
+    """Offering no-auth beside GSS-API would let a proxy downgrade the client silently."""
+    options = GssapiOptions(ProtectionLevel.INTEGRITY, service="socks")
+    proxy = Proxy("proxy.example", gssapi=options)
+    methods = methods_for(proxy, Command.CONNECT)
+    assert [method.code for method in methods] == [AuthMethod.GSSAPI]
+    assert methods == [Gssapi(options, "proxy.example", in_sequence=True)]
+
+
+def test_gssapi_service_host_and_udp_sequence_setting() -> None:
+    options = GssapiOptions(host="proxy.example.org")
+    (method,) = methods_for(Proxy("10.0.0.1", gssapi=options), Command.UDP_ASSOCIATE)
+    # the principal's host part, and no sequence checking for datagrams that may be lost
+    assert method == Gssapi(options, "proxy.example.org", in_sequence=False)
