@@ -17,41 +17,34 @@ import asyncio
 import hashlib
 import random
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from interop.conftest import (
-    EchoServer,
-    Endpoint,
-    UdpEchoServer,
-    _EchoHandler,
-    _UdpEchoHandler,
-    serving,
-)
+from interop.conftest import Endpoint
 from interop.proxies import dante_address
 from socks5d.client import aio, sync
 from socks5d.errors import AuthFailed
-from socks5d.proto import Address
 
 from .dante import DANTE_LEVEL_BYTES, LEVELS, DanteGssapi, GssapiDanteServer
 from .realm import KerberosRealm
+from .traffic import (
+    ALICE,
+    CLIENT_TIMEOUT,
+    FACES,
+    bind_and_relay,
+    echo_payload,
+    gssapi_url,
+    tcp_echo_server,
+    udp_echo_server,
+    udp_round_trips,
+)
 
-#: Seconds for one handshake with sockd (our client's `timeout`).
-CLIENT_TIMEOUT = 10.0
-#: Seconds for a whole exchange: the payload both ways, a BIND or UDP round trip.
-TRANSFER_TIMEOUT = 20.0
-#: Seconds to wait for each echoed datagram (loopback: milliseconds when all is well).
-UDP_TIMEOUT = 10.0
 #: What goes through a CONNECT tunnel and comes back: incompressible, 1.5 MB.
 PAYLOAD = random.Random(1961).randbytes(1_500_000)
-#: Sizes of the application's writes, in turn: odd sizes, from one byte to more than a
-#: token's worth, so that writes, tokens and reads never line up.
-WRITE_SIZES = (1, 3, 4093, 7, 65_537, 2, 16_381, 131_071, 509, 99_991, 12_289)
+EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
 #: What a BIND peer and our client say to each other (several tokens' worth each way).
 FROM_PEER = random.Random(1).randbytes(150_001)
 TO_PEER = random.Random(2).randbytes(90_017)
@@ -60,46 +53,20 @@ DATAGRAMS = (b"d", b"second datagram", bytes(range(256)) * 32 + b"tail")
 #: The SOCKS UDP request header for an IPv4 destination (RFC 1928 §7).
 UDP_HEADER = 10
 
-ALICE = "alice@SOCKS5D.TEST"
-FACES = ("aio", "sync")
-
-
-def odd_writes(data: bytes) -> Iterator[bytes]:
-    """`data` cut into consecutive slices of `WRITE_SIZES`, cycled."""
-    offset = 0
-    index = 0
-    while offset < len(data):
-        size = WRITE_SIZES[index % len(WRITE_SIZES)]
-        yield data[offset : offset + size]
-        offset += size
-        index += 1
-
-
-def proxy_url(server: GssapiDanteServer, level: str) -> str:
-    return f"socks5h://127.0.0.1:{server.port}?gssapi={level}"
-
 
 # --------------------------------------------------------------------------- fixtures
 
 
-class LargeUdpEchoServer(UdpEchoServer):
-    """socketserver reads 8192 bytes of a datagram by default: this one reads them all."""
-
-    max_packet_size = 65_535
-
-
 @pytest.fixture
 def echo() -> Iterator[Endpoint]:
-    """A TCP echo server on 127.0.0.1: echoes until the client half-closes, then closes."""
-    with EchoServer(("127.0.0.1", 0), _EchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with tcp_echo_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def udp_echo() -> Iterator[Endpoint]:
-    """A UDP echo server on 127.0.0.1."""
-    with LargeUdpEchoServer(("127.0.0.1", 0), _UdpEchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with udp_echo_server() as endpoint:
+        yield endpoint
 
 
 StartSockd = Callable[[str], GssapiDanteServer]
@@ -217,86 +184,14 @@ def assert_session(
 # --------------------------------------------------------------------------- CONNECT
 
 
-async def aio_echo(proxy: str, destination: Endpoint) -> tuple[int, str]:
-    """Send PAYLOAD in odd writes through `proxy` then half-close, reading to EOF meanwhile;
-    (bytes received, their sha256).
-    """
-    reader, writer = await aio.open_connection(
-        destination.host, destination.port, proxy=proxy, timeout=CLIENT_TIMEOUT
-    )
-
-    async def send() -> None:
-        for chunk in odd_writes(PAYLOAD):
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-
-    digest = hashlib.sha256()
-    received = 0
-    try:
-        async with asyncio.timeout(TRANSFER_TIMEOUT), asyncio.TaskGroup() as group:
-            group.create_task(send())
-            while chunk := await reader.read(65_536):
-                digest.update(chunk)
-                received += len(chunk)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return received, digest.hexdigest()
-
-
-def sync_echo(proxy: str, destination: Endpoint) -> tuple[int, str]:
-    """The same with the blocking client: a thread sends while this one receives."""
-    sock = sync.create_connection((destination.host, destination.port), CLIENT_TIMEOUT, proxy=proxy)
-    errors: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            for chunk in odd_writes(PAYLOAD):
-                sock.sendall(chunk)
-            sock.shutdown(socket.SHUT_WR)
-        except BaseException as exc:  # reported by the receiving thread
-            errors.append(exc)
-
-    digest = hashlib.sha256()
-    received = 0
-    with sock:
-        sock.settimeout(TRANSFER_TIMEOUT)
-        sender = threading.Thread(target=send, name="sender")
-        sender.start()
-        try:
-            while chunk := sock.recv(65_536):
-                digest.update(chunk)
-                received += len(chunk)
-        finally:
-            sender.join(TRANSFER_TIMEOUT)
-    assert not sender.is_alive(), "the sender is stuck"
-    assert not errors, errors
-    return received, digest.hexdigest()
-
-
-EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
-
-
 @pytest.mark.parametrize("level", LEVELS)
-async def test_aio_connect_through_sockd_carries_a_large_payload(
-    level: str, sockd: StartSockd, echo: Endpoint
+@pytest.mark.parametrize("face", FACES)
+def test_connect_through_sockd_carries_a_large_payload(
+    face: str, level: str, sockd: StartSockd, echo: Endpoint
 ) -> None:
     server = sockd(level)
 
-    assert await aio_echo(proxy_url(server, level), echo) == EXPECTED
-
-    assert_session(connect_session(server, echo), level, len(PAYLOAD), len(PAYLOAD))
-    assert server.gssapi_session() == (level, ALICE)
-
-
-@pytest.mark.parametrize("level", LEVELS)
-def test_sync_connect_through_sockd_carries_a_large_payload(
-    level: str, sockd: StartSockd, echo: Endpoint
-) -> None:
-    server = sockd(level)
-
-    assert sync_echo(proxy_url(server, level), echo) == EXPECTED
+    assert echo_payload(face, gssapi_url(server.port, level), echo, PAYLOAD) == EXPECTED
 
     assert_session(connect_session(server, echo), level, len(PAYLOAD), len(PAYLOAD))
     assert server.gssapi_session() == (level, ALICE)
@@ -306,124 +201,29 @@ def test_sync_connect_through_sockd_carries_a_large_payload(
 
 
 @pytest.mark.parametrize("level", LEVELS)
-async def test_aio_bind_through_sockd_accepts_the_peer_and_relays_both_ways(
-    level: str, sockd: StartSockd
+@pytest.mark.parametrize("face", FACES)
+def test_bind_through_sockd_accepts_the_peer_and_relays_both_ways(
+    face: str, level: str, sockd: StartSockd
 ) -> None:
     server = sockd(level)
-    binding = await aio.open_bind(
-        "127.0.0.1", 0, proxy=proxy_url(server, level), timeout=CLIENT_TIMEOUT
-    )
-    try:
-        assert str(binding.address.host) == "127.0.0.1" and binding.address.port != 0
-        peer_reader, peer_writer = await asyncio.open_connection(
-            str(binding.address.host), binding.address.port
-        )
-    except BaseException:
-        binding.close()
-        raise
-    try:
-        reader, writer = await binding.accept(CLIENT_TIMEOUT)
-        try:
-            peer_host, peer_port = peer_writer.get_extra_info("sockname")[:2]
-            assert binding.peer == Address.from_host(peer_host, peer_port)
-            peer_writer.write(FROM_PEER)
-            writer.write(TO_PEER)
-            async with asyncio.timeout(TRANSFER_TIMEOUT):
-                _, _, from_peer, to_peer = await asyncio.gather(
-                    peer_writer.drain(),
-                    writer.drain(),
-                    reader.readexactly(len(FROM_PEER)),
-                    peer_reader.readexactly(len(TO_PEER)),
-                )
-            assert (from_peer, to_peer) == (FROM_PEER, TO_PEER)
-        finally:
-            writer.close()
-            await writer.wait_closed()
-    finally:
-        peer_writer.close()
-        await peer_writer.wait_closed()
 
-    session = bind_session(server, Endpoint(peer_host, peer_port))
-    assert_session(session, level, len(TO_PEER), len(FROM_PEER))
+    peer = bind_and_relay(face, gssapi_url(server.port, level), FROM_PEER, TO_PEER)
 
-
-def receive_exactly(sock: socket.socket, size: int) -> bytes:
-    received = bytearray()
-    while len(received) < size and (chunk := sock.recv(size - len(received))):
-        received += chunk
-    return bytes(received)
-
-
-@pytest.mark.parametrize("level", LEVELS)
-def test_sync_bind_through_sockd_accepts_the_peer_and_relays_both_ways(
-    level: str, sockd: StartSockd
-) -> None:
-    server = sockd(level)
-    binding = sync.open_bind("127.0.0.1", 0, proxy=proxy_url(server, level), timeout=CLIENT_TIMEOUT)
-    try:
-        assert str(binding.address.host) == "127.0.0.1" and binding.address.port != 0
-        peer = socket.create_connection(
-            (str(binding.address.host), binding.address.port), timeout=TRANSFER_TIMEOUT
-        )
-    except BaseException:
-        binding.close()
-        raise
-    with peer, binding.accept(CLIENT_TIMEOUT) as connection:
-        connection.settimeout(TRANSFER_TIMEOUT)
-        peer_host, peer_port = peer.getsockname()[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
-        # The peer's side from a thread: both directions are in flight at once.
-        sender = threading.Thread(target=peer.sendall, args=(FROM_PEER,), name="peer")
-        sender.start()
-        try:
-            connection.sendall(TO_PEER)
-            assert receive_exactly(connection, len(FROM_PEER)) == FROM_PEER
-            assert receive_exactly(peer, len(TO_PEER)) == TO_PEER
-        finally:
-            sender.join(TRANSFER_TIMEOUT)
-        assert not sender.is_alive()
-
-    session = bind_session(server, Endpoint(peer_host, peer_port))
+    session = bind_session(server, peer)
     assert_session(session, level, len(TO_PEER), len(FROM_PEER))
 
 
 # --------------------------------------------------------------------------- UDP ASSOCIATE
 
 
-async def aio_udp_round_trips(proxy: str, destination: Endpoint) -> list[tuple[bytes, tuple]]:
-    """Each of DATAGRAMS to `destination` and what came back (waiting for each answer)."""
-    answers = []
-    async with await aio.open_udp(proxy=proxy, timeout=CLIENT_TIMEOUT) as udp:
-        for datagram in DATAGRAMS:
-            await udp.sendto(datagram, (destination.host, destination.port))
-            answers.append(await udp.recvfrom(UDP_TIMEOUT))
-        assert udp.dropped == 0
-    return answers
-
-
-def sync_udp_round_trips(proxy: str, destination: Endpoint) -> list[tuple[bytes, tuple]]:
-    """The same with the blocking client."""
-    answers = []
-    with sync.open_udp(proxy=proxy, timeout=CLIENT_TIMEOUT) as udp:
-        for datagram in DATAGRAMS:
-            udp.sendto(datagram, (destination.host, destination.port))
-            answers.append(udp.recvfrom(UDP_TIMEOUT))
-        assert udp.dropped == 0
-    return answers
-
-
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("face", FACES)
-async def test_udp_through_sockd_round_trips_datagrams(
+def test_udp_through_sockd_round_trips_datagrams(
     face: str, level: str, sockd: StartSockd, udp_echo: Endpoint
 ) -> None:
     server = sockd(level)
-    proxy = proxy_url(server, level)
 
-    if face == "aio":
-        answers = await aio_udp_round_trips(proxy, udp_echo)
-    else:
-        answers = await asyncio.to_thread(sync_udp_round_trips, proxy, udp_echo)
+    answers = udp_round_trips(face, gssapi_url(server.port, level), udp_echo, DATAGRAMS)
 
     source = (udp_echo.host, udp_echo.port)
     assert answers == [(datagram, source) for datagram in DATAGRAMS]
@@ -444,7 +244,7 @@ async def test_level_sockd_does_not_allow_raises_auth_failed(
     face: str, allowed: str, asked: str, sockd: StartSockd, echo: Endpoint
 ) -> None:
     server = sockd(allowed)
-    proxy = proxy_url(server, asked)
+    proxy = gssapi_url(server.port, asked)
 
     # Dante closes the connection instead of answering: AuthFailed, well within the timeout
     # (a client that waited for an answer would raise ProxyTimeout after CLIENT_TIMEOUT).

@@ -27,34 +27,30 @@ from typing import Any
 import pytest
 
 from conftest import RunningServer
-from interop.conftest import (
-    EchoServer,
-    Endpoint,
-    UdpEchoServer,
-    _EchoHandler,
-    _UdpEchoHandler,
-    serving,
-)
+from interop.conftest import Endpoint, only_record
 from socks5d.client import aio, sync
 from socks5d.client.proxy import GssapiOptions, Proxy
 from socks5d.errors import AuthFailed, NotAllowed
-from socks5d.proto import Address, ProtectionLevel
+from socks5d.proto import ProtectionLevel
 
 from .dante import LEVELS
 from .realm import KerberosRealm
+from .traffic import (
+    ALICE,
+    CLIENT_TIMEOUT,
+    FACES,
+    TRANSFER_TIMEOUT,
+    bind_and_relay,
+    echo_payload,
+    gssapi_url,
+    tcp_echo_server,
+    udp_echo_server,
+    udp_round_trips,
+)
 
-#: Seconds for one handshake (our client's `timeout`).
-CLIENT_TIMEOUT = 10.0
-#: Seconds for a whole exchange: the payload both ways, a BIND or UDP round trip.
-TRANSFER_TIMEOUT = 20.0
-#: Seconds to wait for each echoed datagram (loopback: milliseconds when all is well).
-UDP_TIMEOUT = 10.0
 #: What goes through a CONNECT tunnel and comes back: incompressible, 1.5 MB.
 PAYLOAD = random.Random(1928).randbytes(1_500_000)
 EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
-#: Sizes of the application's writes, in turn: odd sizes, from one byte to more than a
-#: token's worth, so that writes, tokens and reads never line up.
-WRITE_SIZES = (1, 3, 4093, 7, 65_537, 2, 16_381, 131_071, 509, 99_991, 12_289)
 #: What a BIND peer and our client say to each other (several tokens' worth each way).
 FROM_PEER = random.Random(3).randbytes(150_001)
 TO_PEER = random.Random(4).randbytes(90_017)
@@ -63,8 +59,6 @@ DATAGRAMS = (b"u", b"a second datagram", random.Random(5).randbytes(8_200))
 #: A short request/answer for the tests about who may pass.
 PING = b"ping through a GSSAPI-authenticated proxy\n"
 
-ALICE = "alice@SOCKS5D.TEST"
-FACES = ("aio", "sync")
 #: The service of the server in the service-name tests: used by this module only, so that
 #: no other test's keytab or cached ticket for it can be out of date.
 OTHER_SERVICE = "socks5d-client-test"
@@ -72,49 +66,26 @@ OTHER_SERVICE = "socks5d-client-test"
 OUTSIDER = "outsider-client-test"
 
 
-def odd_writes(data: bytes) -> Iterator[bytes]:
-    """`data` cut into consecutive slices of `WRITE_SIZES`, cycled."""
-    offset = 0
-    index = 0
-    while offset < len(data):
-        size = WRITE_SIZES[index % len(WRITE_SIZES)]
-        yield data[offset : offset + size]
-        offset += size
-        index += 1
-
-
-def gssapi_url(port: int, level: str, query: str = "") -> str:
-    return f"socks5h://127.0.0.1:{port}?gssapi={level}{query}"
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-class LargeUdpEchoServer(UdpEchoServer):
-    """socketserver reads 8192 bytes of a datagram by default: this one reads them all."""
-
-    max_packet_size = 65_535
 
 
 @pytest.fixture
 def echo() -> Iterator[Endpoint]:
-    """A TCP echo server on 127.0.0.1: echoes until the client half-closes, then closes."""
-    with EchoServer(("127.0.0.1", 0), _EchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with tcp_echo_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def other_echo() -> Iterator[Endpoint]:
     """A second TCP echo server, for a destination a rule blocks."""
-    with EchoServer(("127.0.0.1", 0), _EchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with tcp_echo_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def udp_echo() -> Iterator[Endpoint]:
-    """A UDP echo server on 127.0.0.1."""
-    with LargeUdpEchoServer(("127.0.0.1", 0), _UdpEchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with udp_echo_server() as endpoint:
+        yield endpoint
 
 
 StartServer = Callable[..., RunningServer]
@@ -157,9 +128,7 @@ def outsider_ccache(krb5_realm: KerberosRealm, tmp_path_factory: pytest.TempPath
 
 def record_of(server: RunningServer, command: str) -> dict[str, Any]:
     """The one access record `server` logged, for a `command` session; waits for it."""
-    records = server.wait_records(1)
-    assert len(records) == 1, records
-    record = records[0]
+    record = only_record(server)
     assert (record["protocol"], record["command"]) == ("socks5", command), record
     return record
 
@@ -285,69 +254,6 @@ def assert_rfc1961_wire(tap: WireTap, level: str) -> None:
 # --------------------------------------------------------------------------- the clients
 
 
-async def _aio_echo(proxy: Any, destination: Endpoint) -> tuple[int, str]:
-    reader, writer = await aio.open_connection(
-        destination.host, destination.port, proxy=proxy, timeout=CLIENT_TIMEOUT
-    )
-
-    async def send() -> None:
-        for chunk in odd_writes(PAYLOAD):
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-
-    digest = hashlib.sha256()
-    received = 0
-    try:
-        async with asyncio.timeout(TRANSFER_TIMEOUT), asyncio.TaskGroup() as group:
-            group.create_task(send())
-            while chunk := await reader.read(65_536):
-                digest.update(chunk)
-                received += len(chunk)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return received, digest.hexdigest()
-
-
-def _sync_echo(proxy: Any, destination: Endpoint) -> tuple[int, str]:
-    sock = sync.create_connection((destination.host, destination.port), CLIENT_TIMEOUT, proxy=proxy)
-    errors: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            for chunk in odd_writes(PAYLOAD):
-                sock.sendall(chunk)
-            sock.shutdown(socket.SHUT_WR)
-        except BaseException as exc:  # reported by the receiving thread
-            errors.append(exc)
-
-    digest = hashlib.sha256()
-    received = 0
-    with sock:
-        sock.settimeout(TRANSFER_TIMEOUT)
-        sender = threading.Thread(target=send, name="sender")
-        sender.start()
-        try:
-            while chunk := sock.recv(65_536):
-                digest.update(chunk)
-                received += len(chunk)
-        finally:
-            sender.join(TRANSFER_TIMEOUT)
-    assert not sender.is_alive(), "the sender is stuck"
-    assert not errors, errors
-    return received, digest.hexdigest()
-
-
-def echo_payload(face: str, proxy: Any, destination: Endpoint) -> tuple[int, str]:
-    """Send PAYLOAD in odd writes through `proxy` (URL, Proxy or chain) with the `face`
-    client, half-close, read to EOF meanwhile; (bytes received, their sha256).
-    """
-    if face == "aio":
-        return asyncio.run(_aio_echo(proxy, destination))
-    return _sync_echo(proxy, destination)
-
-
 async def _aio_ping(proxy: Any, destination: Endpoint) -> bytes:
     reader, writer = await aio.open_connection(
         destination.host, destination.port, proxy=proxy, timeout=CLIENT_TIMEOUT
@@ -390,7 +296,7 @@ def test_connect_carries_a_large_payload_protected_at_each_level(
     face: str, level: str, server: RunningServer, echo: Endpoint
 ) -> None:
     with WireTap(server.address) as tap:
-        assert echo_payload(face, gssapi_url(tap.port, level), echo) == EXPECTED
+        assert echo_payload(face, gssapi_url(tap.port, level), echo, PAYLOAD) == EXPECTED
 
     assert not tap.errors, tap.errors
     record = record_of(server, "connect")
@@ -421,83 +327,12 @@ def test_connect_with_a_proxy_object_and_gssapi_options(
 # --------------------------------------------------------------------------- BIND
 
 
-async def _aio_bind(proxy: str) -> None:
-    binding = await aio.open_bind("127.0.0.1", 0, proxy=proxy, timeout=CLIENT_TIMEOUT)
-    try:
-        assert str(binding.address.host) == "127.0.0.1" and binding.address.port != 0
-        peer_reader, peer_writer = await asyncio.open_connection(
-            str(binding.address.host), binding.address.port
-        )
-    except BaseException:
-        binding.close()
-        raise
-    try:
-        reader, writer = await binding.accept(CLIENT_TIMEOUT)
-        try:
-            peer_host, peer_port = peer_writer.get_extra_info("sockname")[:2]
-            assert binding.peer == Address.from_host(peer_host, peer_port)
-            peer_writer.write(FROM_PEER)
-            writer.write(TO_PEER)
-            async with asyncio.timeout(TRANSFER_TIMEOUT):
-                _, _, from_peer, to_peer = await asyncio.gather(
-                    peer_writer.drain(),
-                    writer.drain(),
-                    reader.readexactly(len(FROM_PEER)),
-                    peer_reader.readexactly(len(TO_PEER)),
-                )
-            assert (from_peer, to_peer) == (FROM_PEER, TO_PEER)
-        finally:
-            writer.close()
-            await writer.wait_closed()
-    finally:
-        peer_writer.close()
-        await peer_writer.wait_closed()
-
-
-def receive_exactly(sock: socket.socket, size: int) -> bytes:
-    received = bytearray()
-    while len(received) < size and (chunk := sock.recv(size - len(received))):
-        received += chunk
-    return bytes(received)
-
-
-def _sync_bind(proxy: str) -> None:
-    binding = sync.open_bind("127.0.0.1", 0, proxy=proxy, timeout=CLIENT_TIMEOUT)
-    try:
-        assert str(binding.address.host) == "127.0.0.1" and binding.address.port != 0
-        peer = socket.create_connection(
-            (str(binding.address.host), binding.address.port), timeout=TRANSFER_TIMEOUT
-        )
-    except BaseException:
-        binding.close()
-        raise
-    with peer, binding.accept(CLIENT_TIMEOUT) as connection:
-        connection.settimeout(TRANSFER_TIMEOUT)
-        peer_host, peer_port = peer.getsockname()[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
-        # The peer's side from a thread: both directions are in flight at once.
-        sender = threading.Thread(target=peer.sendall, args=(FROM_PEER,), name="peer")
-        sender.start()
-        try:
-            connection.sendall(TO_PEER)
-            assert receive_exactly(connection, len(FROM_PEER)) == FROM_PEER
-            assert receive_exactly(peer, len(TO_PEER)) == TO_PEER
-        finally:
-            sender.join(TRANSFER_TIMEOUT)
-        assert not sender.is_alive()
-
-
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("face", FACES)
 def test_bind_accepts_the_peer_and_relays_both_ways_at_each_level(
     face: str, level: str, server: RunningServer
 ) -> None:
-    proxy = gssapi_url(server.port, level)
-
-    if face == "aio":
-        asyncio.run(_aio_bind(proxy))
-    else:
-        _sync_bind(proxy)
+    bind_and_relay(face, gssapi_url(server.port, level), FROM_PEER, TO_PEER)
 
     record = record_of(server, "bind")
     assert_gssapi(record, level)
@@ -508,37 +343,12 @@ def test_bind_accepts_the_peer_and_relays_both_ways_at_each_level(
 # --------------------------------------------------------------------------- UDP ASSOCIATE
 
 
-async def _aio_udp(proxy: str, destination: Endpoint) -> list[tuple[bytes, tuple[str, int]]]:
-    answers = []
-    async with await aio.open_udp(proxy=proxy, timeout=CLIENT_TIMEOUT) as udp:
-        for datagram in DATAGRAMS:
-            await udp.sendto(datagram, (destination.host, destination.port))
-            answers.append(await udp.recvfrom(UDP_TIMEOUT))
-        assert udp.dropped == 0
-    return answers
-
-
-def _sync_udp(proxy: str, destination: Endpoint) -> list[tuple[bytes, tuple[str, int]]]:
-    answers = []
-    with sync.open_udp(proxy=proxy, timeout=CLIENT_TIMEOUT) as udp:
-        for datagram in DATAGRAMS:
-            udp.sendto(datagram, (destination.host, destination.port))
-            answers.append(udp.recvfrom(UDP_TIMEOUT))
-        assert udp.dropped == 0
-    return answers
-
-
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("face", FACES)
 def test_udp_associate_round_trips_datagrams_at_each_level(
     face: str, level: str, server: RunningServer, udp_echo: Endpoint
 ) -> None:
-    proxy = gssapi_url(server.port, level)
-
-    if face == "aio":
-        answers = asyncio.run(_aio_udp(proxy, udp_echo))
-    else:
-        answers = _sync_udp(proxy, udp_echo)
+    answers = udp_round_trips(face, gssapi_url(server.port, level), udp_echo, DATAGRAMS)
 
     source = (udp_echo.host, udp_echo.port)
     assert answers == [(datagram, source) for datagram in DATAGRAMS]
@@ -560,7 +370,7 @@ def test_chain_with_the_protected_hop_first(
     plain = start_server()  # no authentication
     chain = [gssapi_url(server.port, level), plain.url("socks5h")]
 
-    assert echo_payload(face, chain, echo) == EXPECTED
+    assert echo_payload(face, chain, echo, PAYLOAD) == EXPECTED
 
     # The protected hop carried a tunnel to the plain proxy: the inner handshake and the
     # payload, unwrapped, so a few bytes more than the payload each way.
@@ -583,7 +393,7 @@ def test_chain_with_the_protected_hop_last(
     plain = start_server()
     chain = [plain.url("socks5h"), gssapi_url(server.port, "confidentiality")]
 
-    assert echo_payload(face, chain, echo) == EXPECTED
+    assert echo_payload(face, chain, echo, PAYLOAD) == EXPECTED
 
     # The GSSAPI negotiation and the sealed tokens went through the plain proxy's tunnel.
     outer = record_of(plain, "connect")

@@ -43,7 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -125,11 +125,6 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint,
         yield Endpoint("127.0.0.1", server.server_address[1]), body
 
 
-def gssapi_server(start_server: Callable[..., Any], realm: KerberosRealm, **gssapi: Any) -> Any:
-    """socks5d (in-process) with GSSAPI only, `[gssapi]` = the realm's keytab + `gssapi`."""
-    return start_server(auth=["gssapi"], gssapi={"keytab": str(realm.service_keytab), **gssapi})
-
-
 def run_curl(
     realm: KerberosRealm,
     server: Any,
@@ -167,20 +162,49 @@ def run_curl(
     )
 
 
-def curl_said(result: subprocess.CompletedProcess[bytes]) -> str:
-    return result.stderr.decode(errors="replace")
+class Curled(NamedTuple):
+    """A socks5d and the curl run through it."""
+
+    server: Any
+    result: subprocess.CompletedProcess[bytes]
+    #: how long curl ran
+    seconds: float
+
+    @property
+    def said(self) -> str:
+        return self.result.stderr.decode(errors="replace")
+
+
+@pytest.fixture
+def curl_via_socks5d(
+    start_server: Callable[..., Any],
+    krb5_realm: KerberosRealm,
+    origin: tuple[Endpoint, BigBody],
+    wait_recv: Path,
+) -> Callable[..., Curled]:
+    """`curl_via_socks5d(*options, shim=True, **gssapi)`: socks5d (in-process) with GSSAPI
+    only, `[gssapi]` = the realm's keytab + `gssapi`; then `run_curl` for the origin's /big
+    through it, with `options`, preloading the recv shim unless `shim` is False.
+    """
+
+    def run(*options: str, shim: bool = True, **gssapi: Any) -> Curled:
+        settings = {"keytab": str(krb5_realm.service_keytab), **gssapi}
+        server = start_server(auth=["gssapi"], gssapi=settings)
+        url = origin[0].url("/big")
+        started = time.monotonic()
+        result = run_curl(krb5_realm, server, url, *options, preload=wait_recv if shim else None)
+        return Curled(server, result, time.monotonic() - started)
+
+    return run
 
 
 def assert_clear_agreed(
-    result: subprocess.CompletedProcess[bytes],
-    server: Any,
-    realm: KerberosRealm,
-    origin: tuple[Endpoint, BigBody],
+    curled: Curled, realm: KerberosRealm, origin: tuple[Endpoint, BigBody]
 ) -> None:
     """curl and socks5d agreed on clear for alice; then curl either fetched the body
     through socks5d, or stopped on its own defect 2 right after the negotiation.
     """
-    said = curl_said(result)
+    result, server, said = curled.result, curled.server, curled.said
     alice = realm.principal("alice")
     assert AUTHENTICATED.format(user=alice) in said, said
     assert GRANTED_CLEAR in said, said
@@ -200,16 +224,14 @@ def assert_clear_agreed(
     assert record["auth"] == "gssapi/clear", record
 
 
-def assert_refused(
-    result: subprocess.CompletedProcess[bytes], server: Any, realm: KerberosRealm, outcome: str
-) -> None:
+def assert_refused(curled: Curled, realm: KerberosRealm, outcome: str) -> None:
     """The context was established, the level negotiation refused with `outcome`."""
-    said = curl_said(result)
-    assert result.returncode == 97, said
+    said = curled.said
+    assert curled.result.returncode == 97, said
     assert AUTHENTICATED.format(user=realm.principal("alice")) in said, said
     assert LEVEL_REFUSED in said, said
     assert "protection granted" not in said, said
-    record = only_record(server)
+    record = only_record(curled.server)
     assert record["user"] == realm.principal("alice"), record
     assert record["auth"] == "gssapi", record  # no level agreed
     assert record["command"] is None, record
@@ -217,104 +239,74 @@ def assert_refused(
 
 
 @pytest.mark.parametrize(
-    "settings",
+    ("options", "settings"),
     [
-        pytest.param({"levels": ALL_LEVELS, "answer_clear": True}, id="answer_clear"),
-        pytest.param({"levels": ALL_LEVELS}, id="clear_allowed"),
+        pytest.param((), {"levels": ALL_LEVELS, "answer_clear": True}, id="answer_clear"),
+        pytest.param((), {"levels": ALL_LEVELS}, id="clear_allowed"),
+        # curl reads our answer as one unwrapped octet (it fails on any other length)
+        pytest.param(
+            ("--socks5-gssapi-nec",),
+            {"levels": ALL_LEVELS, "answer_clear": True, "accept_unwrapped_level": True},
+            id="nec-accept_unwrapped_level",
+        ),
     ],
 )
 def test_curl_and_socks5d_agree_on_clear(
+    options: tuple[str, ...],
     settings: dict[str, Any],
-    start_server: Callable[..., Any],
+    curl_via_socks5d: Callable[..., Curled],
     krb5_realm: KerberosRealm,
     origin: tuple[Endpoint, BigBody],
-    wait_recv: Path,
 ) -> None:
-    server = gssapi_server(start_server, krb5_realm, **settings)
-    result = run_curl(krb5_realm, server, origin[0].url("/big"), preload=wait_recv)
-    assert_clear_agreed(result, server, krb5_realm, origin)
-
-
-def test_curl_nec_variant_with_accept_unwrapped_level(
-    start_server: Callable[..., Any],
-    krb5_realm: KerberosRealm,
-    origin: tuple[Endpoint, BigBody],
-    wait_recv: Path,
-) -> None:
-    server = gssapi_server(
-        start_server,
-        krb5_realm,
-        levels=ALL_LEVELS,
-        answer_clear=True,
-        accept_unwrapped_level=True,
-    )
-    result = run_curl(
-        krb5_realm, server, origin[0].url("/big"), "--socks5-gssapi-nec", preload=wait_recv
-    )
-    # curl read our answer as one unwrapped octet (it fails on any other length)
-    assert_clear_agreed(result, server, krb5_realm, origin)
+    curled = curl_via_socks5d(*options, **settings)
+    assert_clear_agreed(curled, krb5_realm, origin)
 
 
 def test_curl_is_refused_by_the_default_levels(
-    start_server: Callable[..., Any],
-    krb5_realm: KerberosRealm,
-    origin: tuple[Endpoint, BigBody],
-    wait_recv: Path,
+    curl_via_socks5d: Callable[..., Curled], krb5_realm: KerberosRealm
 ) -> None:
     """The default levels (integrity, confidentiality) and no answer_clear: curl's request
     for clear is refused with the abort message, and curl stops at once.
     """
-    server = gssapi_server(start_server, krb5_realm)
-    started = time.monotonic()
-    result = run_curl(krb5_realm, server, origin[0].url("/big"), preload=wait_recv)
-    assert time.monotonic() - started < CURL_MAX_TIME / 2, "curl waited on the refusal"
+    curled = curl_via_socks5d()
+    assert curled.seconds < CURL_MAX_TIME / 2, "curl waited on the refusal"
     assert_refused(
-        result,
-        server,
+        curled,
         krb5_realm,
         "auth failed: protection level clear not allowed (allowed: integrity,confidentiality)",
     )
 
 
 def test_curl_nec_variant_is_refused_without_accept_unwrapped_level(
-    start_server: Callable[..., Any],
-    krb5_realm: KerberosRealm,
-    origin: tuple[Endpoint, BigBody],
-    wait_recv: Path,
+    curl_via_socks5d: Callable[..., Curled], krb5_realm: KerberosRealm
 ) -> None:
-    server = gssapi_server(start_server, krb5_realm, levels=ALL_LEVELS, answer_clear=True)
-    result = run_curl(
-        krb5_realm, server, origin[0].url("/big"), "--socks5-gssapi-nec", preload=wait_recv
-    )
+    curled = curl_via_socks5d("--socks5-gssapi-nec", levels=ALL_LEVELS, answer_clear=True)
     assert_refused(
-        result,
-        server,
+        curled,
         krb5_realm,
         "auth failed: the protection level came unwrapped (the NEC variant), which is not enabled",
     )
 
 
 def test_curl_without_the_shim_fails_fast_and_is_logged(
-    start_server: Callable[..., Any],
+    curl_via_socks5d: Callable[..., Curled],
     krb5_realm: KerberosRealm,
     origin: tuple[Endpoint, BigBody],
 ) -> None:
     """Plain curl 7.88 loses to its own defects, one way or the other (the race of defect
     1 decides which); socks5d logs either ending, and nobody waits on anybody.
     """
-    server = gssapi_server(start_server, krb5_realm, levels=ALL_LEVELS, answer_clear=True)
-    started = time.monotonic()
-    result = run_curl(krb5_realm, server, origin[0].url("/big"), preload=None)
-    assert time.monotonic() - started < CURL_MAX_TIME / 2, "curl or socks5d waited"
-    said = curl_said(result)
-    record = only_record(server)
-    if result.returncode == 0:  # a curl without either defect
-        assert_clear_agreed(result, server, krb5_realm, origin)
+    curled = curl_via_socks5d(shim=False, levels=ALL_LEVELS, answer_clear=True)
+    assert curled.seconds < CURL_MAX_TIME / 2, "curl or socks5d waited"
+    said = curled.said
+    record = only_record(curled.server)
+    if curled.result.returncode == 0:  # a curl without either defect
+        assert_clear_agreed(curled, krb5_realm, origin)
     elif DEFECT_NO_GSSAPI in said:
         # curl closed after the method selection, without a single GSS-API token
-        assert result.returncode == 97, said
+        assert curled.result.returncode == 97, said
         assert record["auth"] == "gssapi", record
         assert record["user"] is None, record
         assert record["outcome"] == "auth failed: the client closed during the GSS-API negotiation"
     else:
-        assert_clear_agreed(result, server, krb5_realm, origin)
+        assert_clear_agreed(curled, krb5_realm, origin)

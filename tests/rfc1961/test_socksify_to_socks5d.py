@@ -35,16 +35,13 @@ import pytest
 
 from interop.conftest import (
     BigBody,
-    EchoServer,
     Endpoint,
     OriginServer,
-    UdpEchoServer,
-    _EchoHandler,
-    _UdpEchoHandler,
     _write_big_body,
     clean_env,
     crossed_proxy,
     curl_command,
+    only_record,
     serving,
     sha256_file,
 )
@@ -52,6 +49,7 @@ from stderr_lines import StderrLines
 
 from .dante import LEVELS, DanteGssapi, socksify_env
 from .realm import SERVICE, KerberosRealm
+from .traffic import tcp_echo_server, udp_echo_server
 
 #: Seconds for the server process to start, log a line, or exit after SIGTERM.
 PROCESS_TIMEOUT = 10.0
@@ -215,12 +213,6 @@ class Socks5dProcess:
             self._next_line(deadline)
         return list(self.records)
 
-    def only_record(self) -> dict[str, Any]:
-        """The access record of the one session a test made."""
-        records = self.wait_records(1)
-        assert len(records) == 1, records
-        return records[0]
-
     def stop(self) -> int:
         """SIGTERM (by PID), then the exit status; SIGKILL if it does not exit in time."""
         if self.process.poll() is None:
@@ -261,22 +253,14 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint,
 
 @pytest.fixture
 def echo() -> Iterator[Endpoint]:
-    with EchoServer(("127.0.0.1", 0), _EchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
-
-
-class LargeUdpEchoServer(UdpEchoServer):
-    """interop's UDP echo, reading whole datagrams of any size (socketserver's default
-    truncates them to 8192 bytes).
-    """
-
-    max_packet_size = 65535
+    with tcp_echo_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def udp_echo() -> Iterator[Endpoint]:
-    with LargeUdpEchoServer(("127.0.0.1", 0), _UdpEchoHandler) as server, serving(server):
-        yield Endpoint("127.0.0.1", server.server_address[1])
+    with udp_echo_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -312,6 +296,15 @@ def run_socksified(
         cwd=cwd,
         timeout=CLIENT_TIMEOUT,
     )
+
+
+def run_python_socksified(
+    source: str, args: list[object], env: Mapping[str, str], cwd: Path
+) -> subprocess.CompletedProcess[bytes]:
+    """The Python program `source` (written to `cwd`) with `args`, under socksify."""
+    script = cwd / "client.py"
+    script.write_text(source)
+    return run_socksified([sys.executable, str(script), *map(str, args)], env, cwd)
 
 
 def echo_chunks() -> list[bytes]:
@@ -435,10 +428,8 @@ def test_odd_sized_writes_echo_back_with_half_close(
 ) -> None:
     server = serve("clear,integrity,confidentiality")
     env = socksify_env(krb5_realm, dante_gssapi, tmp_path, server.port, level)
-    script = tmp_path / "echo_client.py"
-    script.write_text(ECHO_CLIENT)
-    args = [sys.executable, str(script), echo.host, str(echo.port), str(ECHO_SEED)]
-    result = run_socksified([*args, *map(str, ECHO_SIZES)], env, tmp_path)
+    args = [echo.host, echo.port, ECHO_SEED, *ECHO_SIZES]
+    result = run_python_socksified(ECHO_CLIENT, args, env, tmp_path)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
     expected = hashlib.sha256(b"".join(echo_chunks())).hexdigest()
@@ -477,7 +468,7 @@ def test_a_level_the_server_does_not_grant_fails_the_client(
     assert result.returncode != 0, result
     assert time.monotonic() - started < 10.0, "the client hung on the refusal"
 
-    record = server.only_record()
+    record = only_record(server)
     assert record["user"] == krb5_realm.principal("alice"), record
     assert record["auth"] == "gssapi", record  # no level was agreed
     assert record["command"] is None, record
@@ -505,10 +496,8 @@ def test_socksified_udp_program_round_trips_datagrams(
     env = socksify_env(
         krb5_realm, dante_gssapi, tmp_path, server.port, level, extra={"SOCKS_CONF": str(conf)}
     )
-    script = tmp_path / "udp_client.py"
-    script.write_text(UDP_CLIENT)
-    args = [sys.executable, str(script), udp_echo.host, str(udp_echo.port)]
-    result = run_socksified([*args, *map(str, DATAGRAM_SIZES)], env, tmp_path)
+    args = [udp_echo.host, udp_echo.port, *DATAGRAM_SIZES]
+    result = run_python_socksified(UDP_CLIENT, args, env, tmp_path)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
     answers = [json.loads(line) for line in result.stdout.splitlines()]
@@ -521,9 +510,7 @@ def test_socksified_udp_program_round_trips_datagrams(
         }
         for index, size in enumerate(DATAGRAM_SIZES)
     ]
-    records = server.wait_records(1)
-    assert len(records) == 1, records
-    (record,) = records
+    record = only_record(server)
     assert record["command"] == "udp_associate", record
     assert record["reply"] == "succeeded", record
     assert record["dropped"] == 0, record
@@ -548,11 +535,9 @@ def test_only_confidentiality_hides_the_payload_on_the_wire(
     server = serve("clear,integrity,confidentiality")
     relay = RecordingRelay((server.host, server.port))
     env = socksify_env(krb5_realm, dante_gssapi, tmp_path, relay.port, level)
-    script = tmp_path / "echo_client.py"
-    script.write_text(ECHO_CLIENT)
     sizes = ECHO_SIZES[:5]
-    args = [sys.executable, str(script), echo.host, str(echo.port), str(ECHO_SEED)]
-    result = run_socksified([*args, *map(str, sizes)], env, tmp_path)
+    args = [echo.host, echo.port, ECHO_SEED, *sizes]
+    result = run_python_socksified(ECHO_CLIENT, args, env, tmp_path)
     relay.join()
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     total = sum(sizes)
