@@ -25,6 +25,7 @@ from socks5d.cli import main
 from socks5d.config import GSSAPI_FLAGS, GssapiSettings, build_config, load_config
 from socks5d.proto import AuthMethod, ProtectionLevel
 from socks5d.server import Server
+from test_config import config_error, write
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "socks5d.toml"
 CLEAR = ProtectionLevel.CLEAR
@@ -45,18 +46,6 @@ def _keep_logging_setup() -> Iterator[None]:
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
-def config_error(data: dict[str, Any], **overrides: Any) -> str:
-    """The message of the `ConfigError` that `build_config(data, **overrides)` raises."""
-    with pytest.raises(ConfigError) as caught:
-        build_config(data, **overrides)
-    return str(caught.value)
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- auth and defaults ---------------------------------------------------------------------------

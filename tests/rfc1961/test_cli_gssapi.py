@@ -4,32 +4,19 @@ reaches the client library from the command line, and the protected bytes cross 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 
 from client.conftest import HTTP_BODY, HTTP_REQUEST, fetch, http_origin, udp_echo
+from client.test_cli_client import socks5d
 from conftest import RunningServer
 
 from .realm import KerberosRealm
 
 __all__ = ["http_origin", "udp_echo"]  # fixtures used by name below
 
-#: Upper bound for one run of the command; each finishes well within it.
-COMMAND_TIMEOUT = 20.0
 LEVELS = ("clear", "integrity", "confidentiality")
-
-
-def socks5d(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "socks5d", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
 
 
 @pytest.fixture
