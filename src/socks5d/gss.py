@@ -255,7 +255,7 @@ class Protection:
     protected otherwise is refused, as is any token that does not verify.
     """
 
-    __slots__ = ("_stream", "context", "encrypt", "level", "max_plaintext", "module")
+    __slots__ = ("_error", "_stream", "context", "encrypt", "level", "max_plaintext", "module")
 
     def __init__(self, context: gssapi.SecurityContext, level: ProtectionLevel) -> None:
         if level not in (ProtectionLevel.INTEGRITY, ProtectionLevel.CONFIDENTIALITY):
@@ -267,6 +267,8 @@ class Protection:
         #: the most plaintext one token carries ("up to 2^16 - 1 octets" of token)
         self.max_plaintext = int(context.get_wrap_size_limit(MAX_TOKEN_LENGTH, self.encrypt))
         self._stream = EncapsulatedStream()
+        #: the error after tokens that were delivered (`open`)
+        self._error: ProtocolError | None = None
 
     def seal(self, data: bytes) -> bytes:
         """`data` as framed MTYP 3 messages, as many as its length needs."""
@@ -286,18 +288,29 @@ class Protection:
 
         Raises:
             ProtocolError: bad framing, a token that does not verify, the wrong protection,
-                or the stream ended inside a token.
+                or the stream ended inside a token. When good tokens came before the bad one
+                in `data`, their plaintext is returned first and the error is raised by the
+                next `open` or `check`: what was verified is delivered.
         """
+        self.check()
         stream = self._stream
         stream.feed(data)
-        token = stream.next_token()
-        if token is None:
-            return b""
         parts = []
-        while token is not None:
-            parts.append(self._unwrap(token))
-            token = stream.next_token()
+        try:
+            while (token := stream.next_token()) is not None:
+                parts.append(self._unwrap(token))
+        except ProtocolError as exc:
+            if not parts:
+                raise
+            self._error = exc
         return b"".join(parts)
+
+    def check(self) -> None:
+        """Raise the error found after the tokens `open` last delivered, if any: call it
+        before waiting for more bytes.
+        """
+        if self._error is not None:
+            raise self._error
 
     @property
     def pending(self) -> int:

@@ -250,6 +250,26 @@ def test_a_replayed_token_is_refused(pair: Pair, level: ProtectionLevel) -> None
 
 
 @pytest.mark.parametrize("level", PROTECTED)
+def test_tokens_before_a_bad_one_are_delivered_then_the_error(
+    pair: Pair, level: ProtectionLevel
+) -> None:
+    """What verified is not lost with the read it came in; the error follows it."""
+    sender, receiver = pair.protections(level)
+    good = sender.seal(b"good")
+    assert receiver.open(good + good + sender.seal(b"later")) == b"good"
+    with pytest.raises(ProtocolError, match="does not verify"):
+        receiver.check()
+    with pytest.raises(ProtocolError, match="does not verify"):
+        receiver.open(b"")
+
+
+def test_check_passes_while_nothing_failed(pair: Pair) -> None:
+    sender, receiver = pair.protections(INTEGRITY)
+    assert receiver.open(sender.seal(b"fine")) == b"fine"
+    receiver.check()
+
+
+@pytest.mark.parametrize("level", PROTECTED)
 def test_a_reordered_stream_is_refused(pair: Pair, level: ProtectionLevel) -> None:
     sender, receiver = pair.protections(level)
     first, second = sender.seal(b"first"), sender.seal(b"second")

@@ -264,13 +264,15 @@ class ProtectedEngine(PortableEngine):
     ) -> None:
         loop = asyncio.get_running_loop()
         result = tunnel.result
-        open_ = self.protection.open
+        protection = self.protection
+        open_ = protection.open
         data = early_data
         while True:
             if data:
                 await loop.sock_sendall(upstream, data)
                 tunnel.last_activity = loop.time()
                 result.bytes_up += len(data)
+            protection.check()  # a bad token after the ones just delivered
             wire = await loop.sock_recv(client, READ_SIZE)
             data = open_(wire)  # b"" at EOF, unless the stream ended inside a token: raises
             if not wire:

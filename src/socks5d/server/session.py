@@ -196,6 +196,8 @@ class Session:
         """The client's next bytes (unwrapped when protected); `b""` at EOF."""
         loop = asyncio.get_running_loop()
         while True:
+            if self.protection is not None:
+                self.protection.check()  # a bad token after the ones already delivered
             data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
             if self.protection is None:
                 return data
