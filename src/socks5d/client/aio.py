@@ -73,6 +73,8 @@ async def _read_event(sock: socket.socket, link: Link) -> Event:
     protection, whole tokens: what is left over stays in `link`).
     """
     while True:
+        if link.protection is not None:
+            link.protection.check()  # a bad token after the ones already read
         await _readable(sock)
         try:
             peeked = sock.recv(PEEK_SIZE, 0 if link.protection else socket.MSG_PEEK)

@@ -60,6 +60,7 @@ def _read_event(sock: socket.socket, link: Link) -> Event:
     """
     while True:
         if link.protection is not None:
+            link.protection.check()  # a bad token after the ones already read
             protected = link.take_wire(sock.recv(PEEK_SIZE))
             if protected is not None:
                 return protected
