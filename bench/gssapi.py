@@ -380,27 +380,6 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally` that stops a child
 
 
-def _reexec(argv: Sequence[str]) -> str:
-    """Re-execute `python3 -m bench.gssapi` in a new network namespace (as `python3 -m bench`
-    does, netns.py); returns only when that cannot be done, with the reason.
-    """
-    unshare = shutil.which("unshare")
-    if os.geteuid() != 0:
-        return "not root: cannot create a network namespace"
-    if unshare is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        return f"unshare -n is not permitted: {probe.stderr.decode(errors='replace').strip()}"
-    if shutil.which("ip") is None:
-        return "ip (iproute2) is not installed: cannot bring up loopback in a namespace"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    environment = dict(os.environ, **{netns.MARKER: "1"})
-    command = [unshare, "-n", "--", sys.executable, "-m", "bench.gssapi", *argv]
-    os.execve(unshare, command, environment)
-
-
 def _realm_class() -> Any:
     """tests/rfc1961/realm.py's KerberosRealm (stdlib only), imported from the repository."""
     if str(build.REPO) not in sys.path:
@@ -839,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except build.BuildError as exc:
             print(f"bench.gssapi: {exc}", file=sys.stderr)
             return 1
-        reason = _reexec(argv)  # returns only when no namespace can be made
+        reason = netns.reexec(argv, "bench.gssapi")  # returns only when no namespace can be made
         print(f"bench.gssapi: WARNING: running on the host's loopback: {reason}", file=sys.stderr)
         network = {"namespace": False, "warning": reason}
     out = args.out

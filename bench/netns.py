@@ -40,8 +40,9 @@ def inside() -> bool:
         return True  # /proc/1 unreadable: trust the marker
 
 
-def reexec(argv: Sequence[str]) -> str:
-    """Replace this process with the benchmark inside a new network namespace.
+def reexec(argv: Sequence[str], module: str = "bench") -> str:
+    """Replace this process with `python3 -m MODULE ARGV` (the benchmark) inside a new network
+    namespace.
 
     Returns only when that is not possible, with the reason (the caller warns and runs on
     the host's loopback).
@@ -59,7 +60,7 @@ def reexec(argv: Sequence[str]) -> str:
     sys.stdout.flush()
     sys.stderr.flush()
     environment = dict(os.environ, **{MARKER: "1"})
-    command = [unshare, "-n", "--", sys.executable, "-m", "bench", *argv]
+    command = [unshare, "-n", "--", sys.executable, "-m", module, *argv]
     os.execve(unshare, command, environment)
 
 
