@@ -49,6 +49,13 @@ from bench import build, netns, procs, report, runner, targets
 from bench.loadgen import RUN_MARGIN, Loadgen, LoadgenError, Ports
 from bench.targets import Running, TargetError, Workspace
 
+# The Kerberos realm and the Dante build's location are the tests' (tests/rfc1961, standard
+# library only), imported from the repository.
+if str(build.REPO) not in sys.path:
+    sys.path.insert(0, str(build.REPO))
+from tests.rfc1961 import dante_build
+from tests.rfc1961.realm import KerberosRealm
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Protection levels, in Dante's names (`gssapi.enctype`) and socks5d's (--gssapi-levels).
 LEVELS = ("clear", "integrity", "confidentiality")
@@ -57,8 +64,6 @@ DIRECTIONS = ("down", "up")
 #: The GSS-API service name both servers accept and Dante's client asks for
 #: (rcmd/localhost: Dante reverse-resolves the proxy's address 127.0.0.1).
 SERVICE = "rcmd"
-#: Where scripts/build-dante-gssapi.sh installs, unless $SOCKS5D_DANTE_GSSAPI says otherwise.
-DANTE_ENV = "SOCKS5D_DANTE_GSSAPI"
 #: Environment variables a client or server must not inherit from the benchmark's caller.
 _FOREIGN = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ld_preload")
 
@@ -68,37 +73,9 @@ Figures = dict[str, Any]
 # --------------------------------------------------------------------------- the programs
 
 
-def dante_prefix() -> Path:
-    """The GSSAPI build's prefix: $SOCKS5D_DANTE_GSSAPI, else the build script's default."""
-    explicit = os.environ.get(DANTE_ENV)
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "socks5d" / "dante-1.4.2-gssapi"
-
-
 @dataclass(frozen=True)
-class DanteBuild:
-    prefix: Path
-
-    @property
-    def sockd(self) -> Path:
-        return self.prefix / "sbin" / "sockd"
-
-    @property
-    def libdsocks(self) -> Path:
-        return self.prefix / "lib" / "libdsocks.so"
-
-    def missing(self) -> str | None:
-        """Why the build cannot be used, or None."""
-        stamp = self.prefix / ".socks5d-build-complete"
-        for path in (stamp, self.sockd, self.libdsocks):
-            if not path.exists():
-                return (
-                    f"Dante with GSSAPI is not built at {self.prefix} (no {path.name}): run "
-                    f"`bash scripts/build-dante-gssapi.sh`, or set {DANTE_ENV}"
-                )
-        return None
+class DanteBuild(dante_build.DanteBuild):
+    """The GSSAPI build (tests/rfc1961/dante_build.py), with its version for the results."""
 
     def version(self) -> str:
         result = subprocess.run(
@@ -380,15 +357,6 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through every `finally` that stops a child
 
 
-def _realm_class() -> Any:
-    """tests/rfc1961/realm.py's KerberosRealm (stdlib only), imported from the repository."""
-    if str(build.REPO) not in sys.path:
-        sys.path.insert(0, str(build.REPO))
-    from tests.rfc1961.realm import KerberosRealm
-
-    return KerberosRealm
-
-
 def _log_text(running: Running | None) -> str:
     if running is None or running.child is None or running.child.log is None:
         return ""
@@ -428,8 +396,8 @@ def measure_all(
         {"cases": [...], "results": {case name: {"reps": [...]}}, "sessions": {...}}
     """
     workspace = Workspace(workdir)
-    kerberos = _realm_class()(workdir / "krb5")
-    dante = DanteBuild(dante_prefix())
+    kerberos = KerberosRealm(workdir / "krb5")
+    dante = DanteBuild(dante_build.dante_gssapi_dir())
     with contextlib.ExitStack() as stack:
         realm = stack.enter_context(kerberos)
         realm.kinit()

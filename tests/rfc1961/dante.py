@@ -35,58 +35,26 @@ import pytest
 from interop.conftest import Endpoint, clean_env
 from interop.proxies import DanteServer, dante_address
 
+from .dante_build import DanteBuild, dante_gssapi_dir
 from .realm import SERVICE, KerberosRealm
 
 #: Dante's names for the protection levels (`gssapi.enctype`), weakest first.
 LEVELS = ("clear", "integrity", "confidentiality")
 #: The byte Dante sends for each level in the protection-level subnegotiation.
 DANTE_LEVEL_BYTES = {"clear": 0, "integrity": 1, "confidentiality": 2}
-#: Where scripts/build-dante-gssapi.sh installs by default (unless $SOCKS5D_DANTE_GSSAPI).
-BUILD_ENV = "SOCKS5D_DANTE_GSSAPI"
-
-
-def dante_gssapi_dir() -> Path:
-    """The build's prefix: $SOCKS5D_DANTE_GSSAPI, else the script's default cache path."""
-    explicit = os.environ.get(BUILD_ENV)
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "socks5d" / "dante-1.4.2-gssapi"
 
 
 @dataclass(frozen=True)
-class DanteGssapi:
-    """The installed build: `sockd`, `libdsocks` (what socksify preloads), `socksify`."""
-
-    prefix: Path
-
-    @property
-    def sockd(self) -> Path:
-        return self.prefix / "sbin" / "sockd"
-
-    @property
-    def libdsocks(self) -> Path:
-        """The preload library (`LD_PRELOAD`); the build's bin/socksify preloads it too."""
-        return self.prefix / "lib" / "libdsocks.so"
-
-    @property
-    def socksify(self) -> Path:
-        return self.prefix / "bin" / "socksify"
+class DanteGssapi(DanteBuild):
+    """The build (`DanteBuild`), as the `dante_gssapi` fixture finds it."""
 
     @classmethod
     def find(cls) -> DanteGssapi:
         """The build at `dante_gssapi_dir()`; fails the test when it is missing."""
-        prefix = dante_gssapi_dir()
-        build = cls(prefix)
-        stamp = prefix / ".socks5d-build-complete"
-        missing = [p for p in (stamp, build.sockd, build.libdsocks) if not p.exists()]
-        if missing:
-            pytest.fail(
-                f"Dante with GSSAPI is not built at {prefix} (missing {missing[0]}): run "
-                f"`bash scripts/build-dante-gssapi.sh` (scripts/test.sh does), or set "
-                f"{BUILD_ENV} to its install directory",
-                pytrace=False,
-            )
+        build = cls(dante_gssapi_dir())
+        missing = build.missing()
+        if missing is not None:
+            pytest.fail(missing, pytrace=False)
         return build
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .dante import BUILD_ENV, LEVELS, DanteGssapi
+from .dante import LEVELS, DanteGssapi
+from .dante_build import BUILD_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 #: Seconds the smoke run may take before it is stopped (it takes under 15).
