@@ -196,24 +196,6 @@ def sockd_config(port: int, keytab: Path) -> str:
     )
 
 
-def socks_conf(path: Path, port: int, level: str) -> Path:
-    """Dante's client configuration: all IPv4 TCP through 127.0.0.1:PORT, GSS-API at
-    `level`; the library's errors go to the client's stderr (not syslog).
-    """
-    path.write_text(
-        "logoutput: stderr\n"
-        "route {\n"
-        f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {port}\n"
-        "    protocol: tcp\n"
-        "    proxyprotocol: socks_v5\n"
-        "    method: gssapi\n"
-        f"    gssapi.servicename: {SERVICE}\n"
-        f"    gssapi.enctype: {level}\n"
-        "}\n"
-    )
-    return path
-
-
 # --------------------------------------------------------------------------- measuring
 
 
@@ -434,7 +416,13 @@ def measure_all(
         for case in all_cases[1:]:
             assert case.server is not None and case.level is not None
             port = int(str(started[case.server].address).rsplit(":", 1)[1])
-            conf = socks_conf(workdir / f"socks-{case.server}-{case.level}.conf", port, case.level)
+            conf = dante_build.write_socks_conf(
+                workdir / f"socks-{case.server}-{case.level}.conf",
+                port,
+                case.level,
+                servicename=SERVICE,
+                log_to_stderr=True,
+            )
             env = {
                 **clean_environment(),
                 **realm_env,

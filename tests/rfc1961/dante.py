@@ -35,7 +35,7 @@ import pytest
 from interop.conftest import Endpoint, clean_env
 from interop.proxies import DanteServer, dante_address
 
-from .dante_build import DanteBuild, dante_gssapi_dir
+from .dante_build import DanteBuild, dante_gssapi_dir, write_socks_conf
 from .realm import SERVICE, KerberosRealm
 
 #: Dante's names for the protection levels (`gssapi.enctype`), weakest first.
@@ -59,34 +59,6 @@ class DanteGssapi(DanteBuild):
 
 
 # --------------------------------------------------------------------------- client
-
-
-def write_socks_conf(
-    path: Path,
-    proxy_port: int,
-    level: str,
-    *,
-    proxy_host: str = "127.0.0.1",
-    servicename: str = SERVICE,
-    debug: bool = False,
-) -> Path:
-    """A Dante client config routing all IPv4 TCP through the proxy with GSSAPI, protection
-    `level` (a `LEVELS` name, or several separated by spaces). `debug`: the client library
-    logs its negotiation to the client's stderr.
-    """
-    logging = "logoutput: stderr\ndebug: 1\n" if debug else ""
-    path.write_text(
-        f"{logging}"
-        "route {\n"
-        f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: {proxy_host} port = {proxy_port}\n"
-        "    protocol: tcp\n"
-        "    proxyprotocol: socks_v5\n"
-        "    method: gssapi\n"
-        f"    gssapi.servicename: {servicename}\n"
-        f"    gssapi.enctype: {level}\n"
-        "}\n"
-    )
-    return path
 
 
 def socksify_env(

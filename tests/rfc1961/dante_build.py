@@ -1,5 +1,6 @@
-"""Where scripts/build-dante-gssapi.sh installs Dante 1.4.2 built with GSSAPI, and what of it
-the tests and the benchmark (bench/gssapi.py) use. Standard library only.
+"""Where scripts/build-dante-gssapi.sh installs Dante 1.4.2 built with GSSAPI, what of it the
+tests and the benchmark (bench/gssapi.py) use, and its client's configuration. Standard
+library only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 BUILD_ENV = "SOCKS5D_DANTE_GSSAPI"
 #: Written by the build script once the install is complete.
 STAMP = ".socks5d-build-complete"
+#: The service name Dante's client asks for by default (`gssapi.servicename`).
+SERVICE = "rcmd"
 
 
 def dante_gssapi_dir() -> Path:
@@ -52,3 +55,42 @@ class DanteBuild:
                     f"{BUILD_ENV} to its install directory"
                 )
         return None
+
+
+def write_socks_conf(
+    path: Path,
+    proxy_port: int,
+    level: str,
+    *,
+    proxy_host: str = "127.0.0.1",
+    servicename: str = SERVICE,
+    udp: bool = False,
+    log_to_stderr: bool = False,
+    debug: bool = False,
+) -> Path:
+    """A Dante client config (`SOCKS_CONF`) routing all IPv4 TCP through the proxy with
+    GSSAPI, protection `level` ("clear", "integrity", "confidentiality", or several separated
+    by spaces). `udp`: UDP too (without `udpassociate`/`udpreply` in `command` socksify sends
+    datagrams directly). `log_to_stderr`: the library's errors go to the client's stderr
+    rather than syslog; `debug`: its whole negotiation as well.
+    """
+    logging = "logoutput: stderr\n" if log_to_stderr or debug else ""
+    if debug:
+        logging += "debug: 1\n"
+    routed = (
+        "    protocol: tcp udp\n    command: connect udpassociate udpreply\n"
+        if udp
+        else ("    protocol: tcp\n")
+    )
+    path.write_text(
+        f"{logging}"
+        "route {\n"
+        f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: {proxy_host} port = {proxy_port}\n"
+        f"{routed}"
+        "    proxyprotocol: socks_v5\n"
+        "    method: gssapi\n"
+        f"    gssapi.servicename: {servicename}\n"
+        f"    gssapi.enctype: {level}\n"
+        "}\n"
+    )
+    return path

@@ -48,7 +48,8 @@ from interop.conftest import (
 from stderr_lines import StderrLines
 
 from .dante import LEVELS, DanteGssapi, socksify_env
-from .realm import SERVICE, KerberosRealm
+from .dante_build import write_socks_conf
+from .realm import KerberosRealm
 from .traffic import tcp_echo_server, udp_echo_server
 
 #: Seconds for the server process to start, log a line, or exit after SIGTERM.
@@ -320,24 +321,6 @@ def assert_gssapi_session(record: dict[str, Any], realm: KerberosRealm, level: s
     assert record["outcome"] == "closed", record
 
 
-def write_udp_socks_conf(path: Path, proxy_port: int, level: str) -> Path:
-    """A Dante client config like dante.write_socks_conf's, routing UDP as well: without
-    `udpassociate`/`udpreply` in `command` socksify sends datagrams directly.
-    """
-    path.write_text(
-        "route {\n"
-        f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {proxy_port}\n"
-        "    protocol: tcp udp\n"
-        "    command: connect udpassociate udpreply\n"
-        "    proxyprotocol: socks_v5\n"
-        "    method: gssapi\n"
-        f"    gssapi.servicename: {SERVICE}\n"
-        f"    gssapi.enctype: {level}\n"
-        "}\n"
-    )
-    return path
-
-
 class RecordingRelay:
     """A TCP relay on 127.0.0.1 for one connection, keeping every byte it passes each way:
     put between socksify's client and the proxy, it shows what crosses the wire.
@@ -492,7 +475,7 @@ def test_socksified_udp_program_round_trips_datagrams(
         auth=["gssapi"],
         gssapi={"keytab": str(krb5_realm.service_keytab), "levels": list(LEVELS)},
     )
-    conf = write_udp_socks_conf(tmp_path / "socks-udp.conf", server.port, level)
+    conf = write_socks_conf(tmp_path / "socks-udp.conf", server.port, level, udp=True)
     env = socksify_env(
         krb5_realm, dante_gssapi, tmp_path, server.port, level, extra={"SOCKS_CONF": str(conf)}
     )
