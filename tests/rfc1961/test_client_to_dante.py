@@ -14,8 +14,6 @@ is larger than the payload (plus SOCKS UDP headers) exactly when it travelled in
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +31,11 @@ from .realm import KerberosRealm
 from .traffic import (
     ALICE,
     CLIENT_TIMEOUT,
+    EXPECTED,
     FACES,
+    FROM_PEER,
+    PAYLOAD,
+    TO_PEER,
     bind_and_relay,
     echo_payload,
     gssapi_url,
@@ -42,12 +44,6 @@ from .traffic import (
     udp_round_trips,
 )
 
-#: What goes through a CONNECT tunnel and comes back: incompressible, 1.5 MB.
-PAYLOAD = random.Random(1961).randbytes(1_500_000)
-EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
-#: What a BIND peer and our client say to each other (several tokens' worth each way).
-FROM_PEER = random.Random(1).randbytes(150_001)
-TO_PEER = random.Random(2).randbytes(90_017)
 #: UDP payloads: one byte, a few, and one over 8 KB (one token each way at levels 1 and 2).
 DATAGRAMS = (b"d", b"second datagram", bytes(range(256)) * 32 + b"tail")
 #: The SOCKS UDP request header for an IPv4 destination (RFC 1928 §7).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import socket
 import struct
@@ -38,7 +37,11 @@ from .realm import KerberosRealm
 from .traffic import (
     ALICE,
     CLIENT_TIMEOUT,
+    EXPECTED,
     FACES,
+    FROM_PEER,
+    PAYLOAD,
+    TO_PEER,
     TRANSFER_TIMEOUT,
     bind_and_relay,
     echo_payload,
@@ -48,12 +51,6 @@ from .traffic import (
     udp_round_trips,
 )
 
-#: What goes through a CONNECT tunnel and comes back: incompressible, 1.5 MB.
-PAYLOAD = random.Random(1928).randbytes(1_500_000)
-EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
-#: What a BIND peer and our client say to each other (several tokens' worth each way).
-FROM_PEER = random.Random(3).randbytes(150_001)
-TO_PEER = random.Random(4).randbytes(90_017)
 #: UDP payloads: one byte, a few, and one over 8 KB (one token each way when protected).
 DATAGRAMS = (b"u", b"a second datagram", random.Random(5).randbytes(8_200))
 #: A short request/answer for the tests about who may pass.

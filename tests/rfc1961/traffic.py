@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,12 @@ WRITE_SIZES = (1, 3, 4093, 7, 65_537, 2, 16_381, 131_071, 509, 99_991, 12_289)
 ALICE = "alice@SOCKS5D.TEST"
 FACES = ("aio", "sync")
 
+#: What goes through a CONNECT tunnel and comes back: incompressible, 1.5 MB.
+PAYLOAD = random.Random(1961).randbytes(1_500_000)
+EXPECTED = (len(PAYLOAD), hashlib.sha256(PAYLOAD).hexdigest())
+#: What a BIND peer and our client say to each other (several tokens' worth each way).
+FROM_PEER = random.Random(1).randbytes(150_001)
+TO_PEER = random.Random(2).randbytes(90_017)
 #: What a UDP round trip returns: each datagram that came back, and where from.
 Answers = list[tuple[bytes, tuple[str, int]]]
 
