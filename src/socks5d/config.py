@@ -421,17 +421,19 @@ def _levels(value: Any, key: str) -> frozenset[ProtectionLevel]:
     return frozenset(levels)
 
 
+def _path(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a path")
+    return value
+
+
 _GSSAPI_VALIDATORS: dict[str, Validator] = {
-    "keytab": lambda value, key: value if isinstance(value, str) and value else _bad_path(key),
+    "keytab": _path,
     "service": _service_name,
     "levels": _levels,
     "accept_unwrapped_level": _boolean,
     "answer_clear": _boolean,
 }
-
-
-def _bad_path(key: str) -> Any:
-    raise ConfigError(f"{key}: must be a path")
 
 
 def _gssapi(
