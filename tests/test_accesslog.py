@@ -102,7 +102,7 @@ def test_text_prints_fields_as_key_value_in_record_order() -> None:
     assert line.endswith(
         " client=127.0.0.1:50000 listener=127.0.0.1:1080 protocol=- user=alice command=connect"
         " destination=example.com:443 reply=succeeded bytes_up=517 bytes_down=4096"
-        " duration=0.25 outcome=- dropped=- rule=- auth=-"
+        " duration=0.25 outcome=- dropped=- rule=- auth=- raw_destination=-"
     )
 
 
@@ -314,3 +314,13 @@ def test_no_log_line_ever_includes_a_password(
     texts = [TextFormatter().format(record) for record in access]
     assert any(" user=mallory " in text for text in texts)
     assert any("wrong username or password" in text for text in texts)
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR])
+def test_text_escapes_unprintable_characters_of_a_message_at_every_level(level: int) -> None:
+    record = logging.LogRecord(
+        "socks5d.server.udp", level, __file__, 0, "dropped %s", ("a\nb\rc\x1b[2J\u200bd",), None
+    )
+    line = TextFormatter().format(record)
+    assert line.endswith(" dropped a\\nb\\rc\\u001b[2J\\u200bd")
+    assert line.isprintable()

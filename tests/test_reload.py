@@ -9,12 +9,16 @@ once the server has answered a request, so its handler is surely installed.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,20 +41,16 @@ IO_TIMEOUT = 5.0
 class ServeProcess:
     """The server process, with its stderr read as JSON log entries."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(
+        self, config: Path, *, listen: str | None = "127.0.0.1:0", namespace: str | None = None
+    ) -> None:
+        command = [sys.executable, "-m", "socks5d", "serve", "--config", str(config)]
+        command += ["--listen", listen] if listen is not None else []
+        command += ["--log-format", "json"]
+        if namespace is not None:
+            command = ["ip", "netns", "exec", namespace, *command]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "socks5d",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ],
+            command,
             cwd=config.parent,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -100,8 +100,8 @@ class ServeProcess:
 def serve() -> Iterator[Callable[[Path], ServeProcess]]:
     started: list[ServeProcess] = []
 
-    def start(config: Path) -> ServeProcess:
-        process = ServeProcess(config)
+    def start(config: Path, **options: Any) -> ServeProcess:
+        process = ServeProcess(config, **options)
         started.append(process)
         return process
 
@@ -257,3 +257,92 @@ def test_sighup_with_a_broken_users_file_keeps_the_old_users(
     with tunnel, far_end:
         assert_echoes(tunnel, far_end, b"alice again")
     assert server.stop() == 0
+
+
+# --- a reload never makes a bound socket an open proxy --------------------------------------------
+
+#: setns(2)'s namespace type for network namespaces
+CLONE_NEWNET = 0x40000000
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=IO_TIMEOUT)
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A private network namespace with only `lo` up: 0.0.0.0 in it reaches nothing outside."""
+    name = f"socks5d-reload-{secrets.token_hex(4)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        _ip("netns", "delete", name)
+
+
+def connect_inside(namespace: str, address: tuple[str, int]) -> socket.socket:
+    """A TCP connection made from inside `namespace` (by a thread that enters it and ends;
+    the socket stays in the namespace it was made in)."""
+    made: list[socket.socket | BaseException] = []
+
+    def enter_and_connect() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            finally:
+                os.close(fd)
+            made.append(socket.create_connection(address, timeout=IO_TIMEOUT))
+        except BaseException as exc:
+            made.append(exc)
+
+    thread = threading.Thread(target=enter_and_connect)
+    thread.start()
+    thread.join(IO_TIMEOUT)
+    result = made[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def test_sighup_refuses_no_auth_while_a_public_socket_stays_bound(
+    tmp_path: Path, serve, namespace: str
+) -> None:
+    """The attack: start on 0.0.0.0 with passwords, change the file to 127.0.0.1 without
+    authentication, SIGHUP. The 0.0.0.0 socket stays bound (listen addresses change only on
+    restart), so the new file would make it an open proxy: the reload is refused whole."""
+    set_password(tmp_path / "users", "alice", "alice-pw")
+    config = write(tmp_path / "socks5d.toml", 'listen = ["0.0.0.0:0"]\nusers = "users"\n')
+    server = serve(config, listen=None, namespace=namespace)
+    port = server.address[1]
+    assert server.address[0] == "0.0.0.0"
+
+    write(config, 'listen = ["127.0.0.1:1080"]\n')
+    server.process.send_signal(signal.SIGHUP)
+    outcome = server.wait_for(
+        lambda e: e["logger"] == "socks5d.cli" and e["level"] in ("info", "error")
+    )
+    assert outcome["message"] == (
+        "reload failed, keeping the previous configuration: listening on "
+        f"0.0.0.0:{port} is not a loopback address and auth allows "
+        '"none": that is an open proxy. Require userpass, or set allow_open_proxy = true '
+        "(--allow-open-proxy) if that is really intended"
+    )
+    for greeting, refusal in (
+        (bytes([5, 1, 0]), bytes([5, 0xFF])),  # SOCKS5 no-auth: X'FF', no acceptable method
+        (bytes([4, 1, 0, 80, 127, 0, 0, 1, 0]), b""),  # SOCKS4: closed without a reply
+    ):
+        with connect_inside(namespace, ("127.0.0.1", port)) as sock:
+            sock.sendall(greeting)
+            assert recv_until_eof(sock) == refusal
+    assert server.stop() == 0
+
+
+def recv_until_eof(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while chunk := sock.recv(4096):
+        data += chunk
+    return bytes(data)

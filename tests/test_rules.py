@@ -17,6 +17,8 @@ import pytest
 from socks5d.cli import main
 from socks5d.config import build_config
 from socks5d.errors import ConfigError
+from socks5d.names import canonical_name
+from socks5d.net import unmapped as unmap
 from socks5d.proto import Command
 from socks5d.server.rules import (
     Decision,
@@ -387,7 +389,8 @@ def test_a_block_rule_without_to_or_port_refuses_the_udp_association_itself() ->
         ("*.example.com", "a.b.example.com", True),
         ("*.example.com", "example.com", False),
         ("*.example.com", "badexample.com", False),
-        # case-insensitive, and a trailing dot (the root) on either side is the same name
+        # case-insensitive, and a trailing dot (the root) on either side is the same name, once
+        # both are in canonical form (the session canonicalises DST.ADDR, parse the pattern)
         ("Example.COM", "eXample.com", True),
         ("example.com.", "example.com", True),
         ("example.com", "EXAMPLE.COM.", True),
@@ -396,6 +399,7 @@ def test_a_block_rule_without_to_or_port_refuses_the_udp_association_itself() ->
     ],
 )
 def test_domain_patterns(pattern: str, host: str, matches: bool) -> None:
+    host = canonical_name(host)
     assert DomainPattern.parse(pattern).matches(host) is matches
     rules = rules_from(f'[[socks]]\naction = "block"\nto = ["{pattern}"]\n')
     assert (blocked(rules, request(host)) is not None) is matches
@@ -708,3 +712,52 @@ def test_check_config_of_bad_rules_exits_2_naming_the_key(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"socks5d: {message}"), captured.err
+
+
+# --- unspecified and IPv4-mapped spellings ------------------------------------------------------
+
+
+@pytest.mark.parametrize("unspecified", ["0.0.0.0", "::", "::ffff:0.0.0.0"])
+def test_unspecified_destinations_are_this_host_for_a_rule_that_blocks_loopback(
+    unspecified: str,
+) -> None:
+    # Linux connects 0.0.0.0 and :: to this host: a block of loopback must block them.
+    rules = rules_from('[[socks]]\naction = "block"\nto = ["127.0.0.0/8", "::1"]\n')
+    address = str(unmap(ipaddress.ip_address(unspecified)))
+    assert blocked(rules, request(address)) == "socks[0]"
+    assert blocked(rules, request("localhost", resolved=address)) == "socks[0]"
+    assert blocked(rules, request("192.0.2.1")) is None
+
+
+def test_bind_for_any_peer_is_not_taken_for_a_destination_on_this_host() -> None:
+    # BIND's all-zeros DST.ADDR means "any peer" (RFC 1928 §6), not a connection to here.
+    rules = rules_from('[[socks]]\naction = "block"\nto = ["127.0.0.0/8", "::1"]\n')
+    assert blocked(rules, request("0.0.0.0", 0, command=Command.BIND)) is None
+
+
+@pytest.mark.parametrize(
+    ("written", "network"),
+    [
+        ("::ffff:127.0.0.0/104", "127.0.0.0/8"),
+        ("::ffff:10.1.2.3", "10.1.2.3/32"),
+        ("::ffff:192.168.0.0/112", "192.168.0.0/16"),
+    ],
+)
+def test_ipv4_mapped_networks_are_loaded_as_their_ipv4_network(written: str, network: str) -> None:
+    assert parse_network(written) == ipaddress.ip_network(network)
+    rules = rules_from(f'[[socks]]\naction = "block"\nto = ["{written}"]\nfrom = ["{written}"]\n')
+    inside = str(ipaddress.ip_network(network).network_address)
+    assert blocked(rules, request(inside, client=inside)) == "socks[0]"
+
+
+def test_the_whole_ipv4_mapped_range_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r'^socks\[0\]\.to\[0\]: "::ffff:0:0/96": .*IPv4'):
+        rules_from('[[socks]]\naction = "block"\nto = ["::ffff:0:0/96"]\n')
+
+
+def test_domain_patterns_are_canonical_names_and_internationalised_ones_match() -> None:
+    rules = rules_from('[[socks]]\naction = "block"\nto = [".B\u00fccher.Example."]\n')
+    assert blocked(rules, request("xn--bcher-kva.example")) == "socks[0]"
+    assert blocked(rules, request("www.xn--bcher-kva.example")) == "socks[0]"
+    with pytest.raises(ConfigError, match=r"to\[0\]"):
+        rules_from('[[socks]]\naction = "block"\nto = ["exa\\u0000mple.com"]\n')

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -583,6 +583,8 @@ def _destination(text: str) -> Destination:
     try:
         return parse_network(text)
     except ValueError:
+        if text.strip().lower().startswith("::ffff:"):
+            raise  # parse_network says what is wrong with an IPv4-mapped network
         if any(c in text for c in "/:") or text.replace(".", "").isdigit():
             raise ValueError("not a network (like 10.0.0.0/8) or a domain") from None
         return DomainPattern.parse(text)
@@ -687,17 +689,30 @@ def _check_whole(config: ServerConfig) -> None:
         raise ConfigError('gssapi.answer_clear: needs "clear" in gssapi.levels')
     if AuthMethod.USERNAME_PASSWORD in config.auth and config.users_file is None:
         raise ConfigError("users: required when auth includes userpass")
-    open_to_world = [str(a) for a in config.listen if not a.is_loopback]
+    refusal = open_proxy_refusal(config, config.listen)
+    if refusal is not None:
+        raise ConfigError(f"listen: {refusal}")
+
+
+def open_proxy_refusal(config: ServerConfig, listening: Iterable[ListenAddress]) -> str | None:
+    """Why `config` serving on `listening` would be an open proxy (no-auth on an address that
+    is not loopback, without `allow_open_proxy`), or None when it would not be.
+
+    Judged on the file's listen addresses when a configuration is loaded, and on the sockets
+    actually bound when a running server takes a new configuration (`Server.apply`).
+    """
+    open_to_world = [str(a) for a in listening if not a.is_loopback]
     if (
-        AuthMethod.NO_AUTHENTICATION_REQUIRED in config.auth
-        and open_to_world
-        and not config.allow_open_proxy
+        AuthMethod.NO_AUTHENTICATION_REQUIRED not in config.auth
+        or not open_to_world
+        or config.allow_open_proxy
     ):
-        raise ConfigError(
-            f"listen: {', '.join(open_to_world)} is not a loopback address and auth allows "
-            '"none": that is an open proxy. Require userpass, or set allow_open_proxy = true '
-            "(--allow-open-proxy) if that is really intended"
-        )
+        return None
+    return (
+        f"{', '.join(open_to_world)} is not a loopback address and auth allows "
+        '"none": that is an open proxy. Require userpass, or set allow_open_proxy = true '
+        "(--allow-open-proxy) if that is really intended"
+    )
 
 
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:

@@ -36,12 +36,13 @@ def listener() -> Iterator[socket.socket]:
 
 @pytest.fixture
 def start_server_with_resolver() -> Iterator[Callable[..., RunningServer]]:
-    """Factory: `start_server_with_resolver(resolver, timeouts={...})`, no-auth, loopback."""
+    """Factory: `start_server_with_resolver(resolver, event_loop=..., timeouts={...})`,
+    no-auth, loopback."""
     running: list[RunningServer] = []
 
-    def start(resolver: Resolver, **settings: Any) -> RunningServer:
+    def start(resolver: Resolver, event_loop: str = "asyncio", **settings: Any) -> RunningServer:
         config = build_config(settings, listen=["127.0.0.1:0"])
-        server = RunningServer(Server(config, resolver=resolver)).start()
+        server = RunningServer(Server(config, resolver=resolver), event_loop).start()
         running.append(server)
         return server
 

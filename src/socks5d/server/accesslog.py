@@ -1,8 +1,11 @@
 """Log output: one access-log line per session, and text or JSON formatting for every line.
 
 Structured fields ride on a record as `extra={"fields": {...}}`; the formatters print them after
-the message (`key=value`) or merge them into the JSON object. The access record of a session
-goes to the `socks5d.access` logger with the fields of `ACCESS_FIELDS`, in that order.
+the message (`key=value`) or merge them into the JSON object. Either way everything a client
+chose is escaped: a field with spaces, quotes or unprintable characters is written as a JSON
+string, unprintable characters of a message as JSON escapes, and JSON lines are all JSON. The
+access record of a session goes to the `socks5d.access` logger with the fields of
+`ACCESS_FIELDS`, in that order.
 Nothing here ever sees a password.
 """
 
@@ -33,6 +36,7 @@ ACCESS_FIELDS = (
     "dropped",
     "rule",
     "auth",
+    "raw_destination",
 )
 
 
@@ -80,6 +84,16 @@ def _text_value(value: Any) -> str:
     return text
 
 
+def _escaped(text: str) -> str:
+    """`text` with every character that is not printable (line breaks, ESC, CR, zero-width
+    characters) written as its JSON escape (`\\n`, `\\u001b`): a client's bytes that reach a
+    message (a UDP destination name, say) cannot start a line or drive a terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
 class TextFormatter(logging.Formatter):
     """`2026-11-25T12:00:00.123Z INFO socks5d.access session client=... reply=succeeded ...`."""
 
@@ -94,7 +108,7 @@ class TextFormatter(logging.Formatter):
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         line = f"{self._stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name} "
-        line += record.getMessage()
+        line += _escaped(record.getMessage())
         fields = getattr(record, "fields", None)
         if fields:
             line += "".join(f" {key}={_text_value(value)}" for key, value in fields.items())

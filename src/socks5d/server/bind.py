@@ -37,11 +37,19 @@ async def expected_peers(session: Session, destination: Address) -> set[IPAddres
     RFC 1928 §6: "In the reply to a BIND, [...] DST.ADDR [...] The SOCKS server will
     typically evaluate the DST.ADDR and DST.PORT fields of the BIND request"; an all-zeros
     address names nobody in particular.
+
+    Raises:
+        NotAllowed: a name one of whose addresses the rules block.
     """
     host = destination.host
     if isinstance(host, DomainName):
         targets = await session.server.resolver(host, destination.port)
-        return {unmapped(ipaddress.ip_address(sockaddr[0])) for _, sockaddr in targets}
+        peers = {unmapped(ipaddress.ip_address(sockaddr[0])) for _, sockaddr in targets}
+        for peer in peers:  # as CONNECT does: a name is judged by every address it has too
+            session.authorize(Command.BIND, destination, resolved=peer)
+        return peers
+    # ::ffff:a.b.c.d is a.b.c.d: the peer's own address is compared unmapped (`address_of`).
+    host = unmapped(host)
     if host.packed == bytes(len(host.packed)):
         return set()
     return {host}

@@ -18,7 +18,8 @@ from collections import Counter
 from itertools import pairwise
 from typing import Any
 
-from socks5d.config import ListenAddress, ServerConfig
+from socks5d.config import ListenAddress, ServerConfig, open_proxy_refusal
+from socks5d.errors import ConfigError
 from socks5d.gss import acceptor_credentials
 from socks5d.net import address_of, format_peer
 from socks5d.proto import DomainName
@@ -140,9 +141,15 @@ class Server:
         at once; established tunnels go on. Listen addresses are fixed at start.
 
         Raises:
-            ConfigError: the users file cannot be read, or the GSS-API keytab has no key for
-                the service (nothing is changed then).
+            ConfigError: the users file cannot be read, the GSS-API keytab has no key for
+                the service, or `config` would make a bound listener an open proxy (nothing is
+                changed then).
         """
+        # The sockets actually bound decide, not the file's list: a reload keeps them.
+        bound = [ListenAddress(host, port) for host, port in self.addresses]
+        refusal = open_proxy_refusal(config, bound)
+        if refusal is not None:
+            raise ConfigError(f"listening on {refusal}")
         if users is None and config.users_file is not None:
             users = UserDatabase.load(config.users_file)
         # the service's key for GSS-API (RFC 1961), read from the keytab on (re)load

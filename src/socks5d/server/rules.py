@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from socks5d.names import BadDestinationName, canonical_name
 from socks5d.proto import Command
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -51,7 +52,7 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
     "240.0.0.0/4",  # reserved, and the broadcast address
     "::/128",  # unspecified
     "::1/128",  # loopback
-    "::ffff:0:0/96",  # IPv4-mapped: the IPv4 rules must not be bypassed through IPv6
+    # (IPv4-mapped ::ffff:0:0/96 needs no entry: mapped addresses are matched as IPv4 ones)
     "64:ff9b::/96",  # NAT64 to IPv4
     "fc00::/7",  # unique local
     "fe80::/10",  # link-local
@@ -59,14 +60,26 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
 )
 
 
+#: ::ffff:0:0/96, where IPv6 spells IPv4 addresses (RFC 4291 §2.5.5.2)
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def parse_network(text: str) -> IPNetwork:
-    """`10.0.0.0/8`, `::1`, and Dante's `0/0` for everything."""
+    """`10.0.0.0/8`, `::1`, and Dante's `0/0` for everything.
+
+    A network in IPv4-mapped form (`::ffff:127.0.0.0/104`) is its IPv4 network (127.0.0.0/8):
+    addresses are unmapped before they are matched, so the mapped form would never match.
+    """
     if text.strip() == "0/0":
         return ipaddress.IPv4Network("0.0.0.0/0")
-    return ipaddress.ip_network(text.strip(), strict=False)
-
-
-_DOMAIN = re.compile(r"^(\*\.|\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        if network.prefixlen == _IPV4_MAPPED.prefixlen:  # 0.0.0.0/0 would mean both families
+            raise ValueError("an IPv4-mapped network is matched as IPv4: write the IPv4 network")
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +92,29 @@ class DomainPattern:
 
     @classmethod
     def parse(cls, text: str) -> DomainPattern:
-        name = text.strip().lower().rstrip(".")
-        if not _DOMAIN.match(name):
+        """Parse a pattern; its name is put in canonical form (`socks5d.names`), so that
+        `bücher.example` and `Bücher.Example.` match what clients send for it.
+
+        Raises:
+            ValueError: not a domain name or pattern.
+        """
+        text = text.strip()
+        prefix = next((p for p in ("*.", ".") if text.startswith(p)), "")
+        try:
+            name = canonical_name(text[len(prefix) :])
+        except BadDestinationName as exc:
             raise ValueError(
-                "not a domain name or pattern (example.com, .example.com, *.example.com)"
-            )
-        if name.startswith("*."):
-            return cls(name[1:], exact=False, include_self=False)
-        if name.startswith("."):
-            return cls(name, exact=False, include_self=True)
+                f"not a domain name or pattern (example.com, .example.com, *.example.com):"
+                f" {exc.why}"
+            ) from None
+        if prefix == "*.":
+            return cls(f".{name}", exact=False, include_self=False)
+        if prefix == ".":
+            return cls(f".{name}", exact=False, include_self=True)
         return cls(name, exact=True, include_self=True)
 
     def matches(self, host: str) -> bool:
-        """Whether the domain name `host` is covered (case-insensitive)."""
-        host = host.lower().rstrip(".")
+        """Whether the domain name `host`, in canonical form, is covered."""
         if self.exact:
             return host == self.suffix
         return host.endswith(self.suffix) or (self.include_self and host == self.suffix[1:])
@@ -190,6 +212,10 @@ def _in_networks(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     )
 
 
+#: What an unspecified destination address (0.0.0.0, ::) connects to: this host.
+_THIS_HOST = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
 def _listener_matches(entries: tuple[str, ...], listener: str) -> bool:
     host = listener.rpartition(":")[0].strip("[]")
     return listener in entries or host in entries
@@ -243,13 +269,21 @@ class RuleSet:
 
     @staticmethod
     def _destination_matches(entries: tuple[Destination, ...], request: Request) -> bool:
+        addresses: tuple[IPAddress, ...] = ()
+        if request.address is not None:
+            addresses = (request.address,)
+            if request.address.is_unspecified and request.command != Command.BIND:
+                # Connecting to 0.0.0.0 or :: reaches this host (Linux): they are matched as
+                # its loopback too, so a rule that blocks loopback blocks them. (BIND's
+                # all-zeros DST.ADDR names no destination, but "any peer".)
+                addresses += _THIS_HOST
         for entry in entries:
             if isinstance(entry, DomainPattern):
                 if request.name is not None and entry.matches(request.name):
                     return True
-            elif entry.prefixlen == 0 and (request.name is not None or request.address is not None):
+            elif entry.prefixlen == 0 and (request.name is not None or addresses):
                 return True  # 0/0: any destination at all, a name too
-            elif request.address is not None and _in_networks(request.address, (entry,)):
+            elif any(_in_networks(address, (entry,)) for address in addresses):
                 return True
         return False
 

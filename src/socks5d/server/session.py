@@ -14,11 +14,13 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.gss import Protection
+from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
@@ -137,8 +139,7 @@ class Session:
             finally:
                 self.server.handshake_slots.release(client_ip)
             if request is not None:
-                self.record["command"] = request.command.name.lower()
-                self.record["destination"] = str(request.destination)
+                request = self._canonical(request)
                 destination: Address | None = request.destination
                 if request.command == Command.UDP_ASSOCIATE:
                     destination = None  # the client's own address (RFC 1928 §6), no destination
@@ -270,6 +271,29 @@ class Session:
                 return None
             else:
                 raise ProtocolError(f"unexpected {type(event).__name__}")
+
+    def _canonical(self, request: Request) -> Request:
+        """The request with its destination name in canonical form (`socks5d.names`): from
+        here on the rules, the resolver and the log see that name and no other. The raw octets
+        go to the log too (`raw_destination`) when they differ.
+
+        Raises:
+            BadDestinationName: not a host name; X'04' before any lookup.
+        """
+        record = self.record
+        record["command"] = request.command.name.lower()
+        raw = request.destination
+        try:
+            destination = canonical_destination(raw)
+        except BadDestinationName as exc:
+            record["raw_destination"] = escape_octets(str(raw.host))
+            log.debug("%s: bad destination name: %s", record["client"], exc.why)
+            raise
+        if destination is not raw:
+            record["raw_destination"] = escape_octets(str(raw.host))
+            request = replace(request, destination=destination)
+        record["destination"] = str(destination)
+        return request
 
     def authorize(
         self, command: Command, destination: Address | None, *, resolved: IPAddress | None = None

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from socks5d.errors import LocalProtocolError, NotAllowed, ProtocolError, Socks5Error
+from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import Target, address_of, unmapped
 from socks5d.proto import (
     Address,
@@ -199,7 +200,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
         if datagram.fragment != 0:
             self._drop(f"fragment {datagram.fragment} (fragmentation is not implemented)")
             return
-        destination = datagram.destination
+        try:  # the same canonical name as a CONNECT request's (socks5d.names)
+            destination = canonical_destination(datagram.destination)
+        except BadDestinationName as exc:
+            host = escape_octets(str(datagram.destination.host))
+            self._drop(f"datagram to a bad destination name {host}: {exc.why}")
+            return
         if not self.allowed(destination, None):
             self._drop(f"datagram to {destination}: blocked by the rules")
             return
