@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -318,6 +321,45 @@ def test_set_password_keeps_the_mode_of_an_existing_file(tmp_path: Path, mode: i
     assert stat.S_IMODE(path.stat().st_mode) == mode
     assert UserDatabase.load(path).verify("alice", "secret")
     assert [p.name for p in tmp_path.iterdir()] == ["users"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can act as two other users")
+def test_set_password_refuses_a_file_whose_owner_it_cannot_keep() -> None:
+    # Not under tmp_path, whose parents let only root through: user 12345 must reach it.
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)  # user 12345 may write here; the users file is 54321's
+        os.chown(folder, 12345, 12345)
+        path = users_file(folder, f"bob:{stored_text()}\n")
+        os.chown(path, 54321, 54321)
+        before = path.read_bytes()
+        codecs.lookup("utf-8-sig")  # imported now: user 12345 may not read the standard library
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child, as user 12345
+            outcome = "crashed"
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(12345)
+                os.setuid(12345)
+                set_password(path, "alice", "secret")
+                outcome = "written"
+            except ConfigError as exc:
+                outcome = str(exc)
+            except BaseException as exc:  # shown by the assertion below
+                outcome = repr(exc)
+            finally:
+                os.write(write_end, outcome.encode())
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            outcome = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert outcome == (
+            f"users: {path}: cannot keep its owner 54321:54321; run passwd as that user or as root"
+        )
+        assert path.read_bytes() == before
+        assert [p.name for p in folder.iterdir()] == ["users"]  # the temporary file is gone
 
 
 @pytest.mark.parametrize("name", ["", "a:b", "a\nb", " alice", "alice ", "x" * 256])
