@@ -100,14 +100,21 @@ class PasswordHash:
 
 
 def hash_password(password: str, cost: tuple[int, int, int] = DEFAULT_COST) -> PasswordHash:
-    """A new salted scrypt hash of `password`."""
+    """A new salted scrypt hash of `password`.
+
+    Any cost scrypt accepts; a users file takes only N >= MIN_FILE_N and p <= MAX_FILE_P.
+    """
     n, r, p = cost
     template = PasswordHash(n, r, p, secrets.token_bytes(SALT_BYTES), b"\x00" * KEY_BYTES)
     return PasswordHash(n, r, p, template.salt, template.derive(password))
 
 
 class UserDatabase:
-    """Users and their password hashes, as loaded from a users file."""
+    """Users and their password hashes, as loaded from a users file.
+
+    Takes hashes of any cost scrypt accepts: the cost bounds guard the users file, which
+    someone else may edit; code that builds a database (tests, benchmarks) picks its own cost.
+    """
 
     def __init__(self, hashes: dict[str, PasswordHash]) -> None:
         self._hashes = dict(hashes)
