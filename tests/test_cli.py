@@ -97,7 +97,37 @@ def test_check_config_loads_the_users_file(
     config_file = write(tmp_path / "socks5d.toml", 'users = "users"\n')
     capsys.readouterr()
     assert main(["check-config", str(config_file)]) == 0
-    assert "OK" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "OK" in captured.out
+    assert captured.err == ""  # a file passwd made is private: no warning
+
+
+def writable_warning(path: Path, who: str, mode: int) -> str:
+    return (
+        f"users: {path} is writable by {who} (mode {mode:04o}); "
+        "anyone who can write it can add a user: chmod 600 it"
+    )
+
+
+def make_users_file(path: Path, stdin: Callable[[str], None], mode: int = 0o600) -> Path:
+    """A users file with alice (password "secret"), made by `socks5d passwd`, then `mode`."""
+    stdin("secret\n")
+    assert main(["passwd", str(path), "alice"]) == 0
+    path.chmod(mode)
+    return path
+
+
+def test_check_config_warns_about_a_users_file_others_can_write_and_still_says_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stdin: Callable[[str], None]
+) -> None:
+    users = make_users_file(tmp_path / "users", stdin, 0o666)
+    config_file = write(tmp_path / "socks5d.toml", 'users = "users"\n')
+    capsys.readouterr()
+    assert main(["check-config", str(config_file)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{config_file}: OK (listen 127.0.0.1:1080)\n"
+    warning = writable_warning(users, "group and others", 0o666)
+    assert captured.err == f"socks5d: warning: {warning}\n"
 
 
 @pytest.mark.parametrize(
@@ -256,6 +286,35 @@ def test_passwd_refuses_an_empty_password(
     assert not path.exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another owner")
+def test_passwd_keeps_the_owner_group_and_mode_of_an_existing_file(
+    tmp_path: Path, stdin: Callable[[str], None]
+) -> None:
+    path = make_users_file(tmp_path / "users", stdin, 0o640)
+    os.chown(path, 12345, 12345)
+    stdin("bob-pw\n")
+    assert main(["passwd", str(path), "bob"]) == 0
+    after = path.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (12345, 12345, 0o640)
+    database = UserDatabase.load(path)
+    assert database.verify("alice", "secret")
+    assert database.verify("bob", "bob-pw")
+    assert [p.name for p in tmp_path.iterdir()] == ["users"]  # no temporary file left
+
+
+def test_passwd_warns_when_the_file_it_rewrote_is_writable_by_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stdin: Callable[[str], None]
+) -> None:
+    path = make_users_file(tmp_path / "users", stdin, 0o646)
+    capsys.readouterr()
+    stdin("bob-pw\n")
+    assert main(["passwd", str(path), "bob"]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o646  # kept, as it was, but said
+    assert capsys.readouterr().err == (
+        f"added bob in {path}\nsocks5d: warning: {writable_warning(path, 'others', 0o646)}\n"
+    )
+
+
 def test_passwd_refusal_leaves_an_existing_file_alone(
     tmp_path: Path, stdin: Callable[[str], None]
 ) -> None:
@@ -348,6 +407,14 @@ class ServeProcess:
             if entry["message"].startswith("listening on"):
                 listening.append(entry)
         return listening
+
+    def wait_for(self, message: Callable[[str], bool]) -> list[dict[str, Any]]:
+        """Read JSON lines until one whose message is wanted; return all of them, it last."""
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        entries: list[dict[str, Any]] = []
+        while not entries or not message(entries[-1]["message"]):
+            entries.append(json.loads(self.read_line(deadline)))
+        return entries
 
     def stop(self, signum: int) -> tuple[int, list[dict[str, Any]]]:
         """Send `signum`; return the exit status and the JSON lines written after it."""
@@ -466,3 +533,32 @@ def test_serve_no_socks4_turns_socks4_off(serve: Callable[..., ServeProcess]) ->
     (entry,) = without.wait_listening(1)
     assert _socks4_answer(_listener_port(entry)) == b""  # closed, no reply
     assert without.stop(signal.SIGTERM)[0] == 0
+
+
+def test_serve_warns_at_start_about_a_users_file_others_can_write(
+    tmp_path: Path, serve: Callable[..., ServeProcess], stdin: Callable[[str], None]
+) -> None:
+    users = make_users_file(tmp_path / "users", stdin, 0o664)
+    process = serve("--listen", "127.0.0.1:0", "--users", str(users), "--log-format", "json")
+    started = process.wait_for(lambda message: " ready: " in message)
+    warnings = [entry for entry in started if entry["level"] == "warning"]
+    assert [(entry["logger"], entry["message"]) for entry in warnings] == [
+        ("socks5d.cli", writable_warning(users, "group", 0o664))
+    ]
+    assert process.stop(signal.SIGTERM)[0] == 0
+
+
+def test_serve_warns_on_reload_about_a_users_file_others_can_write(
+    tmp_path: Path, serve: Callable[..., ServeProcess], stdin: Callable[[str], None]
+) -> None:
+    users = make_users_file(tmp_path / "users", stdin)
+    process = serve("--listen", "127.0.0.1:0", "--users", str(users), "--log-format", "json")
+    started = process.wait_for(lambda message: " ready: " in message)
+    assert all(entry["level"] == "info" for entry in started)  # private file: no warning
+    users.chmod(0o622)
+    process.process.send_signal(signal.SIGHUP)
+    reloaded = process.wait_for(lambda message: message == "configuration reloaded")
+    assert [(entry["level"], entry["message"]) for entry in reloaded[:-1]] == [
+        ("warning", writable_warning(users, "group and others", 0o622))
+    ]
+    assert process.stop(signal.SIGTERM)[0] == 0

@@ -41,7 +41,7 @@ from socks5d.server.runtime import (
     unblock_signals,
     worker_count,
 )
-from socks5d.users import UserDatabase, set_password
+from socks5d.users import UserDatabase, permissions_warning, set_password
 
 log = logging.getLogger("socks5d.cli")
 
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    def load() -> tuple[ServerConfig, UserDatabase | None]:
+    def load(*, warn: bool = True) -> tuple[ServerConfig, UserDatabase | None]:
         config = load_config(
             args.config,
             listen=args.listen,
@@ -186,10 +186,17 @@ def _serve(args: argparse.Namespace) -> int:
                 "levels": args.gssapi_levels,
             },
         )
-        return config, UserDatabase.load(config.users_file) if config.users_file else None
+        if config.users_file is None:
+            return config, None
+        users = UserDatabase.load(config.users_file)
+        if warn:
+            _warn_about_users_file(config.users_file)
+        return config, users
 
-    config, users = load()
+    config, users = load(warn=False)  # the warning waits for the configured log format
     configure_logging(config.log_format, config.log_level)
+    if config.users_file is not None:
+        _warn_about_users_file(config.users_file)
     new_loop = loop_factory(config.performance.event_loop)
     workers = worker_count(config.performance.workers)
 
@@ -226,6 +233,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 Loader = Callable[[], tuple[ServerConfig, UserDatabase | None]]
+
+
+def _warn_about_users_file(path: Path) -> None:
+    if (warning := permissions_warning(path)) is not None:
+        log.warning("%s", warning)
 
 
 def _reload(server: Server, load: Loader) -> None:
@@ -290,13 +302,20 @@ def _read_password(name: str) -> str:
 def _passwd(path: Path, name: str) -> int:
     new = set_password(path, name, _read_password(name))
     print(f"{'added' if new else 'changed'} {name} in {path}", file=sys.stderr)
+    _print_warning(permissions_warning(path))  # the mode is kept: say what is wrong with it
     return 0
+
+
+def _print_warning(warning: str | None) -> None:
+    if warning is not None:
+        print(f"socks5d: warning: {warning}", file=sys.stderr)
 
 
 def _check_config(path: Path) -> int:
     config = load_config(path)
     if config.users_file is not None:
         UserDatabase.load(config.users_file)
+        _print_warning(permissions_warning(config.users_file))  # a warning; still OK
     if AuthMethod.GSSAPI in config.auth:  # the keytab must hold the service's key
         acceptor_credentials(config.gssapi.service, config.gssapi.keytab)
     listen = ", ".join(str(address) for address in config.listen)
