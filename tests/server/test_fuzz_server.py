@@ -223,7 +223,9 @@ def test_a_hundred_thousand_fuzzed_handshakes_leave_the_server_serving_and_clean
     passed = [
         record
         for record in records
-        if record["command"] in ("connect", "bind") and record["rule"] is None
+        if record["command"] in ("connect", "bind")
+        and record["rule"] is None
+        and record["outcome"] != "bad destination name"  # refused before the rules
     ]
     assert passed, "no fuzzed request passed the rules: the sinks were never reached"
     assert {_endpoint(record["destination"]) for record in passed} <= allowed
