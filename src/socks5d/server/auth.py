@@ -147,7 +147,8 @@ class _ClientWatch:
     protocol codec reads every byte): b"" (EOF) or an error means the client is gone. Data
     means a client that sends ahead (its request after the credentials); watching stops there.
     Cancelling and telling that cancellation from any other (the handshake deadline, the
-    server closing) follows `asyncio.timeout`: `Task.cancel` and `Task.uncancel`.
+    server closing) follows `asyncio.timeout`: `Task.cancel` and `Task.uncancel`. The block
+    is one `await` (the check): the cancellation always lands in it, never after it.
     """
 
     def __init__(self, sock: socket.socket) -> None:
