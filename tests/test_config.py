@@ -567,3 +567,62 @@ def test_socks4_is_served_only_while_no_auth_is_allowed(tmp_path: Path) -> None:
     assert build_config({}, users=users, auth=["userpass", "none"]).serves_socks4 is True
     assert build_config({"socks4": False}).serves_socks4 is False
     assert build_config({"socks4": True}, socks4=False).serves_socks4 is False
+
+
+# --- [limits] -------------------------------------------------------------------------------------
+
+
+def test_limits_defaults_count_a_client_as_its_ipv4_address_or_ipv6_64() -> None:
+    limits = build_config({}).limits
+    assert (limits.client_prefix_v4, limits.client_prefix_v6) == (32, 64)
+    assert limits.auth_failures_before_block == 10
+    assert limits.auth_failure_window == 600.0
+    assert limits.auth_block_time == 300.0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("client_prefix_v4", 1),
+        ("client_prefix_v4", 24),
+        ("client_prefix_v4", 32),
+        ("client_prefix_v6", 1),
+        ("client_prefix_v6", 48),
+        ("client_prefix_v6", 128),
+    ],
+)
+def test_client_prefixes_within_the_address_length_are_accepted(key: str, value: int) -> None:
+    assert getattr(build_config({"limits": {key: value}}).limits, key) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bounds"),
+    [
+        ("client_prefix_v4", 0, "1 to 32"),
+        ("client_prefix_v4", 33, "1 to 32"),
+        ("client_prefix_v4", "24", "1 to 32"),
+        ("client_prefix_v4", 24.0, "1 to 32"),
+        ("client_prefix_v4", True, "1 to 32"),
+        ("client_prefix_v6", 0, "1 to 128"),
+        ("client_prefix_v6", 129, "1 to 128"),
+        ("client_prefix_v6", -64, "1 to 128"),
+    ],
+)
+def test_a_client_prefix_out_of_range_names_its_key(key: str, value: Any, bounds: str) -> None:
+    assert config_error({"limits": {key: value}}) == (
+        f"limits.{key}: must be an integer from {bounds}, got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("key", ["auth_failure_delay", "auth_max_delay"])
+def test_the_removed_login_delay_settings_are_refused_with_the_reason(key: str) -> None:
+    message = config_error({"limits": {key: 0.25}})
+    assert message.startswith(f"limits.{key}: no longer used: failed logins are answered at once")
+    assert "auth_failures_before_block" in message
+    assert message.endswith("; remove it")
+
+
+def test_the_removed_login_delay_settings_are_refused_in_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "socks5d.toml", "[limits]\nauth_max_delay = 4.0\n")
+    with pytest.raises(ConfigError, match=r"^limits\.auth_max_delay: no longer used"):
+        load_config(path)

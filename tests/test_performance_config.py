@@ -26,6 +26,7 @@ from socks5d.config import (
     Performance,
     build_config,
 )
+from socks5d.server.hashing import thread_count
 from socks5d.server.runtime import loop_factory, worker_count
 
 
@@ -360,3 +361,43 @@ def test_worker_count_auto_without_affinity_uses_the_cpu_count(
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: cpus)
     assert worker_count(0) == expected
+
+
+# --- the password hashing bound -------------------------------------------------------------------
+
+
+def test_hashing_defaults_are_auto_threads_and_a_queue_of_64() -> None:
+    performance = build_config({}).performance
+    assert (performance.hash_threads, performance.hash_queue) == (0, 64)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", 0), (1, 1), (8, 8), (256, 256)])
+def test_hash_threads_is_a_count_or_auto(value: Any, expected: int) -> None:
+    assert from_file(hash_threads=value).hash_threads == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, 257, "2", 2.0, True, "AUTO"], ids=repr)
+def test_bad_hash_threads_names_the_key(value: Any) -> None:
+    assert config_error({"performance": {"hash_threads": value}}) == (
+        f'performance.hash_threads: must be "auto" or a number of threads, got {value!r}'
+    )
+
+
+@pytest.mark.parametrize("value", [0, 1, 64, 10_000])
+def test_hash_queue_may_be_zero_or_more(value: int) -> None:
+    assert from_file(hash_queue=value).hash_queue == value
+
+
+@pytest.mark.parametrize("value", [-1, 10_001, "64", 6.4, False], ids=repr)
+def test_bad_hash_queue_names_the_key(value: Any) -> None:
+    assert config_error({"performance": {"hash_queue": value}}) == (
+        f"performance.hash_queue: must be an integer from 0 to 10000, got {value!r}"
+    )
+
+
+def test_auto_hash_threads_are_two_or_the_cpus_if_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert thread_count(0) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert thread_count(0) == 1
+    assert thread_count(3) == 3

@@ -213,8 +213,6 @@ def test_sighup_reads_the_users_file_again(tmp_path: Path, serve, destination) -
         tmp_path / "socks5d.toml",
         """
         users = "users"
-        [limits]
-        auth_failure_delay = 0.01
         """,
     )
     server = serve(config)

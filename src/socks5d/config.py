@@ -97,6 +97,11 @@ class Performance:
     relay: str = "auto"
     #: seconds a verified username/password is accepted without the slow hash; 0: never
     password_cache_ttl: float = 600.0
+    #: threads that run the slow password hashes; 0 ("auto"): 2, or 1 on a single CPU
+    hash_threads: int = 0
+    #: password checks that may wait for a hashing thread; a login finding them all taken is
+    #: refused at once
+    hash_queue: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,26 +132,31 @@ class UdpSettings:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits and the throttling of password guessing."""
+    """Resource limits and the throttling of password guessing.
+
+    "Per client" is per client network: the first `client_prefix_v4` or `client_prefix_v6`
+    bits of its address (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    """
 
     #: sessions (handshakes and tunnels) at once, in all
     max_sessions: int = 10000
-    #: sessions at once from one client IP
+    #: sessions at once from one client
     max_sessions_per_client: int = 1000
-    #: handshakes in progress at once, in all, and from one client IP
+    #: handshakes in progress at once, in all, and from one client
     max_handshakes: int = 2048
     max_handshakes_per_client: int = 128
-    #: UDP associations and BIND listeners at once per client IP
+    #: UDP associations and BIND listeners at once per client
     max_udp_associations_per_client: int = 64
     max_bind_listeners_per_client: int = 64
-    #: delay before answering a failed login; doubles with each failure from the same IP
-    auth_failure_delay: float = 0.25
-    auth_max_delay: float = 4.0
-    #: failed logins from one IP within `auth_failure_window` seconds that block it
+    #: logins failed or being checked, from one client within `auth_failure_window` seconds,
+    #: beyond which its logins are refused unchecked; as many failures block it
     auth_failures_before_block: int = 10
     auth_failure_window: float = 600.0
-    #: how long such an IP is refused (closed before the greeting)
+    #: how long such a client is refused (closed before the greeting)
     auth_block_time: float = 300.0
+    #: the network prefix one client is counted as: the whole IPv4 address, an IPv6 /64
+    client_prefix_v4: int = 32
+    client_prefix_v6: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +327,42 @@ def _count(value: Any, key: str) -> int:
     return value
 
 
+def _integer_in(low: int, high: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{key}: must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    return check
+
+
+def _hash_threads(value: Any, key: str) -> int:
+    """A number of hashing threads, or "auto" (0: 2, or 1 on a single CPU)."""
+    if value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(f'{key}: must be "auto" or a number of threads, got {value!r}')
+    return value
+
+
+def _no_longer_used(reason: str) -> Callable[[Any, str], Any]:
+    """A removed setting: an error that says so, so that no file silently means something
+    else than it says."""
+
+    def refuse(value: Any, key: str) -> Any:
+        raise ConfigError(f"{key}: no longer used: {reason}; remove it")
+
+    return refuse
+
+
+#: Why the delay before answering a failed login is gone.
+_NO_DELAY = (
+    "failed logins are answered at once (a delay on failures only told a guesser the answer"
+    " early, and did not slow one that stopped waiting); auth_failures_before_block limits"
+    " the logins one client may have failed or being checked"
+)
+
+
 Validator = Callable[[Any, str], Any]
 
 #: [section] -> setting -> validator; each becomes a field of the section's dataclass.
@@ -336,11 +382,13 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
             "max_handshakes_per_client": _count,
             "max_udp_associations_per_client": _count,
             "max_bind_listeners_per_client": _count,
-            "auth_failure_delay": _positive,
-            "auth_max_delay": _positive,
             "auth_failures_before_block": _count,
             "auth_failure_window": _positive,
             "auth_block_time": _positive,
+            "client_prefix_v4": _integer_in(1, 32),
+            "client_prefix_v6": _integer_in(1, 128),
+            "auth_failure_delay": _no_longer_used(_NO_DELAY),
+            "auth_max_delay": _no_longer_used(_NO_DELAY),
         },
     ),
     "performance": (
@@ -350,6 +398,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Validator]]] = {
             "event_loop": lambda value, key: _choice(value, key, EVENT_LOOPS),
             "relay": lambda value, key: _choice(value, key, RELAY_ENGINES),
             "password_cache_ttl": _not_negative,
+            "hash_threads": _hash_threads,
+            "hash_queue": _integer_in(0, 10_000),
         },
     ),
 }

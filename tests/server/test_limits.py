@@ -1,5 +1,6 @@
 """[limits]: sessions, handshakes, UDP associations and BIND listeners, in all and per client
-IP; failed logins delayed, then the IP blocked.
+(an IP, or with `client_prefix_v4` / `client_prefix_v6` a network). The password-guessing
+throttle is tested in test_login_throttle.py.
 
 A connection refused by a session or handshake limit (or a block) is closed before the
 greeting: the client reads EOF and not one byte, and `Server.refused` counts the reason.
@@ -17,11 +18,9 @@ from contextlib import ExitStack
 import pytest
 
 from socks5d.proto import SOCKS5_VERSION, Address, AuthMethod, Command, Reply
-from socks5d.proto.constants import USERPASS_VERSION
 
+from .logins import CLIENT, connect_from, greet
 from .raw_client import (
-    IO_TIMEOUT,
-    greeting_bytes,
     loopback_address,
     open_request,
     open_tunnel,
@@ -29,21 +28,16 @@ from .raw_client import (
     read_until_eof,
     recv_exactly,
     request_bytes,
-    userpass_bytes,
 )
 
-CLIENT = "127.0.0.1"
 OTHER_CLIENT = "127.0.0.2"
 NO_AUTH = AuthMethod.NO_AUTHENTICATION_REQUIRED
-USERPASS = AuthMethod.USERNAME_PASSWORD
 #: VER alone: a greeting cut after its first octet.
 HALF_GREETING = bytes([SOCKS5_VERSION])
 #: UDP ASSOCIATE's DST.ADDR/DST.PORT when the client does not know its own port yet.
 UNKNOWN = Address.from_host("0.0.0.0", 0)
 #: BIND's DST.ADDR: the loopback peer that is expected (and never comes).
 LOOPBACK_PEER = Address.from_host("127.0.0.1", 0)
-#: RFC 1929 STATUS X'00': success; anything else is a failure.
-LOGIN_SUCCESS = 0
 
 
 @pytest.fixture
@@ -51,19 +45,6 @@ def sockets() -> Iterator[ExitStack]:
     """Closes whatever the test registers, at the latest at teardown."""
     with ExitStack() as stack:
         yield stack
-
-
-def connect_from(server, source: str = CLIENT) -> socket.socket:
-    """A TCP connection to the server from the loopback address `source`."""
-    sock = socket.create_connection(server.address, timeout=IO_TIMEOUT, source_address=(source, 0))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def greet(sock: socket.socket, method: int = NO_AUTH) -> None:
-    """Send a one-method greeting; the server must select that method."""
-    sock.sendall(greeting_bytes(method))
-    assert recv_exactly(sock, 2) == bytes([SOCKS5_VERSION, method])
 
 
 def assert_refused_before_greeting(sock: socket.socket) -> None:
@@ -74,7 +55,7 @@ def assert_refused_before_greeting(sock: socket.socket) -> None:
 def admitted(server, stack: ExitStack, source: str = CLIENT) -> socket.socket:
     """A connection the server took: its greeting is answered."""
     sock = stack.enter_context(connect_from(server, source))
-    greet(sock)
+    greet(sock, NO_AUTH)
     return sock
 
 
@@ -268,118 +249,15 @@ def test_the_request_beyond_the_per_client_limit_gets_general_failure_and_slots_
     assert settled_active_sessions(server) == 0
 
 
-# --- password guessing --------------------------------------------------------------------------
-
-GUESSING_LIMITS = {
-    "auth_failure_delay": 0.05,
-    "auth_max_delay": 0.4,
-    "auth_failures_before_block": 4,
-    "auth_block_time": 60,
-}
-BLOCKED = "blocked after repeated failed logins"
+# --- per client network ------------------------------------------------------------------------
 
 
-def start_login(server, source: str = CLIENT) -> socket.socket:
-    """A connection that offered username/password and had it selected."""
-    sock = connect_from(server, source)
-    try:
-        greet(sock, USERPASS)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def send_login(sock: socket.socket, username: str, password: str) -> int:
-    """Send RFC 1929 credentials; returns STATUS (after a failure, the server closes)."""
-    sock.sendall(userpass_bytes(username, password))
-    version, status = recv_exactly(sock, 2)
-    assert version == USERPASS_VERSION
-    if status != LOGIN_SUCCESS:
-        assert read_until_eof(sock) == b""
-    return status
-
-
-def log_in(server, password: str, source: str = CLIENT) -> int:
-    with start_login(server, source) as sock:
-        return send_login(sock, "alice", password)
-
-
-def failure_outcome(delay: str) -> str:
-    return f"auth failed: wrong username or password for 'alice' (answered after {delay} s)"
-
-
-def test_failed_logins_are_answered_ever_later_then_the_ip_is_blocked_but_not_others(
-    start_server, listener: socket.socket, sockets: ExitStack
+def test_clients_of_one_prefix_share_their_per_client_limit(
+    start_server, sockets: ExitStack
 ) -> None:
-    server = start_server(users={"alice": "secret"}, limits=GUESSING_LIMITS)
-    for count, delay in enumerate(["0.05", "0.1", "0.2"], start=1):
-        assert log_in(server, "guess") != LOGIN_SUCCESS
-        # The server's own statement of how long it held the answer back.
-        assert server.wait_records(count)[-1]["outcome"] == failure_outcome(delay)
-    assert not refused(server)
-
-    assert log_in(server, "guess") != LOGIN_SUCCESS  # the 4th: the IP is blocked from now on
-    assert server.wait_records(4)[-1]["outcome"].startswith("auth failed: wrong username")
-    assert_refused_before_greeting(sockets.enter_context(connect_from(server)))
-    assert_refused_before_greeting(sockets.enter_context(connect_from(server)))
-    assert refused(server) == {BLOCKED: 2}
-
-    # Meanwhile 127.0.0.2 logs in and is served.
-    with start_login(server, OTHER_CLIENT) as sock:
-        assert send_login(sock, "alice", "secret") == LOGIN_SUCCESS
-        sock.sendall(request_bytes(Command.CONNECT, loopback_address(listener)))
-        assert read_reply(sock)[0].reply == Reply.SUCCEEDED
-        with listener.accept()[0] as destination:
-            sock.sendall(b"ping")
-            assert recv_exactly(destination, 4) == b"ping"
-    assert server.wait_records(5)[-1]["user"] == "alice"
-    assert refused(server) == {BLOCKED: 2}
-
-
-def test_the_delay_doubles_up_to_auth_max_delay(start_server) -> None:
-    server = start_server(
-        users={"alice": "secret"},
-        limits={**GUESSING_LIMITS, "auth_failures_before_block": 10},
-    )
-    delays = ["0.05", "0.1", "0.2", "0.4", "0.4"]
-    for _ in delays:
-        assert log_in(server, "guess") != LOGIN_SUCCESS
-    outcomes = [record["outcome"] for record in server.wait_records(len(delays))]
-    assert outcomes == [failure_outcome(delay) for delay in delays]
-
-
-def test_a_successful_login_resets_the_failure_count(start_server, sockets: ExitStack) -> None:
-    server = start_server(users={"alice": "secret"}, limits=GUESSING_LIMITS)
-    assert log_in(server, "guess") != LOGIN_SUCCESS
-    assert log_in(server, "guess") != LOGIN_SUCCESS
-    assert log_in(server, "secret") == LOGIN_SUCCESS
-    # Counting starts over: three more failures make 5 in all, yet no block and delays anew.
-    for _ in range(3):
-        assert log_in(server, "guess") != LOGIN_SUCCESS
-    outcomes = [record["outcome"] for record in server.wait_records(6)]
-    assert outcomes[:2] == [failure_outcome("0.05"), failure_outcome("0.1")]
-    assert outcomes[3:] == [failure_outcome(d) for d in ["0.05", "0.1", "0.2"]]
-    sockets.enter_context(start_login(server))  # not blocked
-    assert not refused(server)
-
-
-def test_the_failure_that_blocks_is_answered_after_the_documented_delay(start_server) -> None:
-    server = start_server(users={"alice": "secret"}, limits=GUESSING_LIMITS)
-    for _ in range(4):
-        assert log_in(server, "guess") != LOGIN_SUCCESS
-    assert server.wait_records(4)[-1]["outcome"] == failure_outcome("0.4")
-
-
-def test_a_blocked_ip_cannot_log_in_on_a_connection_opened_before_the_block(
-    start_server,
-) -> None:
-    server = start_server(users={"alice": "secret"}, limits=GUESSING_LIMITS)
-    with ExitStack() as stack:
-        early = [stack.enter_context(start_login(server)) for _ in range(5)]
-        for sock in early[:4]:
-            assert send_login(sock, "alice", "guess") != LOGIN_SUCCESS
-        assert server.wait_records(4)
-        with connect_from(server) as late:
-            assert_refused_before_greeting(late)  # blocked now
-        assert send_login(early[4], "alice", "secret") != LOGIN_SUCCESS
+    server = start_server(limits={"client_prefix_v4": 24, "max_sessions_per_client": 1})
+    admitted(server, sockets, "127.0.0.2")
+    # 127.0.0.3 is in the same /24: the one session slot is taken.
+    assert_refused_before_greeting(sockets.enter_context(connect_from(server, "127.0.0.3")))
+    assert refused(server) == {"sessions: limit of 1 per client reached": 1}
+    admitted(server, sockets, "127.0.1.2")  # another /24

@@ -26,6 +26,7 @@ from socks5d.proto import DomainName
 from socks5d.proto.constants import AuthMethod
 from socks5d.server.auth import Authenticator
 from socks5d.server.connect import Resolver, system_resolver
+from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.relay import RelayEngine, select_engine
 from socks5d.server.rules import RuleSet, private_destinations_rule
@@ -118,7 +119,10 @@ class Server:
         self.relay_engine = relay_engine or select_engine(config.performance.relay)
         self.reuse_port = reuse_port
         self.resolver = resolver
-        self.authenticator = Authenticator(None)
+        performance = config.performance
+        #: the threads and queue of the slow password hashes
+        self.hash_pool = HashPool(thread_count(performance.hash_threads), performance.hash_queue)
+        self.authenticator = Authenticator(None, pool=self.hash_pool)
         limits = config.limits
         self.session_slots = Slots(limits.max_sessions, limits.max_sessions_per_client)
         self.handshake_slots = Slots(limits.max_handshakes, limits.max_handshakes_per_client)
@@ -138,7 +142,8 @@ class Server:
 
     def apply(self, config: ServerConfig, users: UserDatabase | None = None) -> None:
         """Take a new configuration: rules, users, limits and timeouts apply to new sessions
-        at once; established tunnels go on. Listen addresses are fixed at start.
+        at once; established tunnels go on. Listen addresses are fixed at start. Every login
+        block and count of the password-guessing throttle is forgotten.
 
         Raises:
             ConfigError: the users file cannot be read, the GSS-API keytab has no key for
@@ -174,7 +179,9 @@ class Server:
         self.gssapi_credentials = credentials
         self.config = config
         self.authenticator.users = users
-        self.authenticator.cache_ttl = config.performance.password_cache_ttl
+        performance = config.performance
+        self.authenticator.cache_ttl = performance.password_cache_ttl
+        self.hash_pool.configure(thread_count(performance.hash_threads), performance.hash_queue)
         limits = config.limits
         for slots, total, per_client in (
             (self.session_slots, limits.max_sessions, limits.max_sessions_per_client),
@@ -183,7 +190,8 @@ class Server:
             (self.bind_slots, limits.max_sessions, limits.max_bind_listeners_per_client),
         ):
             slots.total, slots.per_client = total, per_client
-        self.throttle.limits = limits
+            slots.set_prefixes(limits.client_prefix_v4, limits.client_prefix_v6)
+        self.throttle.reset(limits)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -297,6 +305,7 @@ class Server:
             tunnel.abort()
         await asyncio.gather(*(tunnel.wait() for tunnel in tunnels))
         self.relay_engine.close()
+        self.hash_pool.close()
 
     async def __aenter__(self) -> Server:
         await self.start()

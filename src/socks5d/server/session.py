@@ -24,7 +24,7 @@ from socks5d.names import BadDestinationName, canonical_destination, escape_octe
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
-from socks5d.server.auth import choose_method
+from socks5d.server.auth import authenticate_userpass, choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
 from socks5d.server.gssapi import authenticate_gssapi
@@ -237,28 +237,7 @@ class Session:
                 if method == AuthMethod.GSSAPI:
                     await authenticate_gssapi(self)
             elif isinstance(event, proto.UserPassAuth):
-                self.record["user"] = event.username
-                client_ip = self.peer.host
-                assert not isinstance(client_ip, proto.DomainName)
-                # A blocked IP gets no password checked, even on a connection opened before
-                # the block: parallel connections must not multiply the guesses.
-                if self.server.throttle.blocked(client_ip, time.monotonic()):
-                    await self.send(proto.AuthResult(proto.UserPassStatus.FAILURE))
-                    raise AuthFailed("blocked after repeated failed logins")
-                ok = await self.server.authenticator.verify(event.username, event.password)
-                if ok:
-                    self.user = event.username
-                    self.server.throttle.success(client_ip)
-                    await self.send(proto.AuthResult(proto.UserPassStatus.SUCCESS))
-                else:
-                    # Password guessing is slowed down per client IP, then blocked.
-                    delay = self.server.throttle.failure(client_ip, time.monotonic())
-                    await asyncio.sleep(delay)
-                    await self.send(proto.AuthResult(proto.UserPassStatus.FAILURE))
-                    raise AuthFailed(
-                        f"wrong username or password for {event.username!r}"
-                        f" (answered after {delay:g} s)"
-                    )
+                await authenticate_userpass(self, event)
             elif isinstance(event, proto.CommandRequest):
                 return event
             elif isinstance(event, proto.Socks4Request):
