@@ -761,3 +761,13 @@ def test_domain_patterns_are_canonical_names_and_internationalised_ones_match() 
     assert blocked(rules, request("www.xn--bcher-kva.example")) == "socks[0]"
     with pytest.raises(ConfigError, match=r"to\[0\]"):
         rules_from('[[socks]]\naction = "block"\nto = ["exa\\u0000mple.com"]\n')
+
+
+def test_an_unspecified_destination_is_matched_as_the_loopback_address_it_reaches() -> None:
+    # 0.0.0.0 reaches 127.0.0.1 and :: reaches ::1: an allow-list of 127.0.0.1 passes the one,
+    # not the other.
+    rules = rules_from(
+        '[rules]\nsocks_default = "block"\n[[socks]]\naction = "pass"\nto = ["127.0.0.1/32"]\n'
+    )
+    assert blocked(rules, request("0.0.0.0")) is None
+    assert blocked(rules, request("::")) == "default"

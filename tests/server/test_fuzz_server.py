@@ -32,6 +32,7 @@ import pytest
 
 from conftest import START_TIMEOUT, RunningServer
 from socks5d.config import build_config
+from socks5d.net import unmapped
 from socks5d.proto import Address, Command, Reply
 from socks5d.server import Server
 from socks5d.server.accesslog import ACCESS_LOGGER
@@ -167,12 +168,21 @@ def _run_driver(server: RunningServer, sinks: Sinks) -> dict[str, object]:
     return stats
 
 
+#: What connecting to an unspecified address reaches (Linux): this host's loopback.
+_REACHED = {4: ipaddress.IPv4Address("127.0.0.1"), 6: ipaddress.IPv6Address("::1")}
+
+
 def _endpoint(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
+    """The address and port a destination reaches (::ffff:a.b.c.d is a.b.c.d, 0.0.0.0 is
+    127.0.0.1, :: is ::1); None for a name."""
     host, _, port = text.rpartition(":")
     try:
-        return ipaddress.ip_address(host.strip("[]")), int(port)
+        address = unmapped(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
-        return None  # a name
+        return None
+    if address.is_unspecified:
+        address = _REACHED[address.version]
+    return address, int(port)
 
 
 @pytest.mark.timeout(300)

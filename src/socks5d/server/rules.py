@@ -212,8 +212,11 @@ def _in_networks(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     )
 
 
-#: What an unspecified destination address (0.0.0.0, ::) connects to: this host.
-_THIS_HOST = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+#: What an unspecified destination address of each IP version connects to: this host.
+_THIS_HOST: dict[int, IPAddress] = {
+    4: ipaddress.IPv4Address("127.0.0.1"),
+    6: ipaddress.IPv6Address("::1"),
+}
 
 
 def _listener_matches(entries: tuple[str, ...], listener: str) -> bool:
@@ -273,10 +276,11 @@ class RuleSet:
         if request.address is not None:
             addresses = (request.address,)
             if request.address.is_unspecified and request.command != Command.BIND:
-                # Connecting to 0.0.0.0 or :: reaches this host (Linux): they are matched as
-                # its loopback too, so a rule that blocks loopback blocks them. (BIND's
-                # all-zeros DST.ADDR names no destination, but "any peer".)
-                addresses += _THIS_HOST
+                # Connecting to 0.0.0.0 reaches 127.0.0.1, to :: reaches ::1 (Linux): each is
+                # matched as that loopback address too, so a rule that blocks loopback blocks
+                # it, and a pass rule passes exactly the address it reaches. (BIND's all-zeros
+                # DST.ADDR names no destination, but "any peer".)
+                addresses += (_THIS_HOST[request.address.version],)
         for entry in entries:
             if isinstance(entry, DomainPattern):
                 if request.name is not None and entry.matches(request.name):
