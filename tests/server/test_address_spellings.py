@@ -9,7 +9,6 @@ checked.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,41 +23,47 @@ __all__ = ["no_host_name_lookup"]  # a fixture, used by name
 BLOCK_LOOPBACK = {"socks": [{"action": "block", "to": ["127.0.0.0/8", "::1"]}]}
 
 
-@pytest.fixture
-def dual_stack_listener() -> Iterator[socket.socket]:
-    """A service on [::] taking IPv4 too: what 0.0.0.0 and :: both reach."""
-    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as sock:
-        sock.settimeout(5)
-        yield sock
+def loopback_listener(host: str) -> socket.socket:
+    """The service an unspecified address reaches: on 127.0.0.1 for 0.0.0.0, on ::1 for ::."""
+    sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.settimeout(5)
+    return sock
 
 
 @pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
-@pytest.mark.parametrize("unspecified", ["0.0.0.0", "::", "::ffff:0.0.0.0"])
+@pytest.mark.parametrize(
+    ("unspecified", "reached"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "::1"), ("::ffff:0.0.0.0", "127.0.0.1")],
+)
 def test_connect_to_an_unspecified_address_is_blocked_by_a_loopback_block(
-    start_server, dual_stack_listener, unspecified, event_loop
+    start_server, unspecified, reached, event_loop
 ) -> None:
-    port = dual_stack_listener.getsockname()[1]
-    server = start_server(event_loop=event_loop, **BLOCK_LOOPBACK)
-    client, reply = open_request(server, Command.CONNECT, Address.from_host(unspecified, port))
-    with client:
-        assert reply == CommandReply(Reply.CONNECTION_NOT_ALLOWED)
-        assert read_until_eof(client) == b""
-    assert_nothing_reached(dual_stack_listener)
+    with loopback_listener(reached) as service:
+        port = service.getsockname()[1]
+        server = start_server(event_loop=event_loop, **BLOCK_LOOPBACK)
+        destination = Address.from_host(unspecified, port)
+        client, reply = open_request(server, Command.CONNECT, destination)
+        with client:
+            assert reply == CommandReply(Reply.CONNECTION_NOT_ALLOWED)
+            assert read_until_eof(client) == b""
+        assert_nothing_reached(service)
     assert server.wait_records(1)[0]["rule"] == "socks[0]"
 
 
 def test_connect_to_a_name_resolving_to_an_unspecified_address_is_blocked(
-    start_server_with_resolver, dual_stack_listener
+    start_server_with_resolver,
 ) -> None:
     async def to_zero(name: DomainName, port: int) -> list[Target]:
         return [(socket.AF_INET, ("0.0.0.0", port))]
 
-    port = dual_stack_listener.getsockname()[1]
-    server = start_server_with_resolver(to_zero, **BLOCK_LOOPBACK)
-    client, reply = open_request(server, Command.CONNECT, Address(DomainName("zero.test"), port))
-    with client:
-        assert reply == CommandReply(Reply.CONNECTION_NOT_ALLOWED)
-    assert_nothing_reached(dual_stack_listener)
+    with loopback_listener("127.0.0.1") as service:
+        port = service.getsockname()[1]
+        server = start_server_with_resolver(to_zero, **BLOCK_LOOPBACK)
+        destination = Address(DomainName("zero.test"), port)
+        client, reply = open_request(server, Command.CONNECT, destination)
+        with client:
+            assert reply == CommandReply(Reply.CONNECTION_NOT_ALLOWED)
+        assert_nothing_reached(service)
 
 
 def test_bind_naming_the_ipv4_mapped_peer_accepts_that_peer(start_server) -> None:
