@@ -21,6 +21,7 @@ from typing import Any
 from socks5d.errors import ConfigError
 from socks5d.gss import DEFAULT_SERVICE, INSTALL_HINT, LEVEL_NAMES
 from socks5d.proto.constants import AuthMethod, Command, ProtectionLevel
+from socks5d.relay import CHOICES as RELAY_CHOICES
 from socks5d.server.rules import (
     ACTIONS,
     DomainPattern,
@@ -82,7 +83,7 @@ class Timeouts:
 
 #: `event_loop` and `relay` spellings.
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
-RELAY_ENGINES = ("auto", "splice", "portable")
+RELAY_ENGINES = RELAY_CHOICES
 
 
 @dataclass(frozen=True, slots=True)

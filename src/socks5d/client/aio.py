@@ -44,7 +44,8 @@ from socks5d.proto import (
     Event,
     UdpDatagram,
 )
-from socks5d.server.relay import ProtectedEngine, RelayResult, Tunnel
+from socks5d.relay import RelayResult, Tunnel
+from socks5d.relay.protected import ProtectedEngine
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0

@@ -43,7 +43,8 @@ from socks5d.proto import (
     Event,
     UdpDatagram,
 )
-from socks5d.server.relay import ProtectedEngine, relay
+from socks5d.relay import relay
+from socks5d.relay.protected import ProtectedEngine
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0

@@ -11,10 +11,10 @@ from typing import Any
 
 _EXPORTS = {
     "Server": "socks5d.server.listen",
-    "PortableEngine": "socks5d.server.relay",
-    "RelayEngine": "socks5d.server.relay",
-    "RelayResult": "socks5d.server.relay",
-    "select_engine": "socks5d.server.relay",
+    "PortableEngine": "socks5d.relay.portable",
+    "RelayEngine": "socks5d.relay",
+    "RelayResult": "socks5d.relay",
+    "select_engine": "socks5d.relay",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,7 +14,7 @@ from socks5d.errors import AuthFailed, ProtocolError
 from socks5d.gss import Acceptor, Protection, level_name
 from socks5d.proto import GssapiMessageType, ProtectionLevel, State
 from socks5d.proto.gssapi import encode_gssapi
-from socks5d.server.relay import ProtectedEngine
+from socks5d.relay.protected import ProtectedEngine
 
 if TYPE_CHECKING:
     from socks5d.server.session import Session

@@ -28,11 +28,7 @@ from typing import Any
 
 import pytest
 
-from socks5d.proto import SOCKS5_VERSION, AuthMethod, Command, Reply
-from socks5d.server import relay
-from socks5d.server.relay import PIPE_POOL_SIZE, SpliceEngine
-
-from .raw_client import (
+from server.raw_client import (
     IO_TIMEOUT,
     Background,
     connect,
@@ -44,8 +40,11 @@ from .raw_client import (
     recv_exactly,
     request_bytes,
 )
+from socks5d.proto import SOCKS5_VERSION, AuthMethod, Command, Reply
+from socks5d.relay import splice, splice_available
+from socks5d.relay.splice import PIPE_POOL_SIZE, SpliceEngine
 
-pytestmark = pytest.mark.skipif(not relay.splice_available(), reason="splice(2) is Linux-only")
+pytestmark = pytest.mark.skipif(not splice_available(), reason="splice(2) is Linux-only")
 
 #: Tunnels held open at once by the pipe-count tests.
 IDLE_TUNNELS = 200
@@ -130,14 +129,14 @@ def live_tunnels(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every `_SpliceTunnel` the engine creates during the test, to look at its state."""
     created: list[Any] = []
 
-    class Recorded(relay._SpliceTunnel):
+    class Recorded(splice._SpliceTunnel):
         __slots__ = ()
 
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             created.append(self)
 
-    monkeypatch.setattr(relay, "_SpliceTunnel", Recorded)
+    monkeypatch.setattr(splice, "_SpliceTunnel", Recorded)
     return created
 
 
@@ -151,14 +150,14 @@ def small_proxy_send_buffer(monkeypatch: pytest.MonkeyPatch, towards: str) -> No
     send buffer, so the kernel cannot queue a pipe's worth of bytes there: the splice must
     wait, whatever the kernel's buffer autotuning would have allowed.
     """
-    begin = relay._SpliceTunnel.begin
+    begin = splice._SpliceTunnel.begin
 
     def shrunk(tunnel: Any, early_data: bytes) -> None:
         target = tunnel.sockets[0] if towards == "client" else tunnel.sockets[1]
         target.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
         begin(tunnel, early_data)
 
-    monkeypatch.setattr(relay._SpliceTunnel, "begin", shrunk)
+    monkeypatch.setattr(splice._SpliceTunnel, "begin", shrunk)
 
 
 def small_window(sock: socket.socket) -> None:
@@ -406,7 +405,7 @@ def test_failing_pipe_creation_ends_the_tunnel_and_the_server_goes_on(
     def no_more_descriptors(flags: int) -> tuple[int, int]:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
-    monkeypatch.setattr(relay.os, "pipe2", no_more_descriptors)
+    monkeypatch.setattr(splice.os, "pipe2", no_more_descriptors)
     client, reply = open_tunnel(splice_server, loopback_address(listener))
     with client:
         assert reply.reply == Reply.SUCCEEDED
@@ -443,13 +442,13 @@ def test_slow_reader_gets_every_byte_in_order_through_the_writable_wait(
     direction: str,
 ) -> None:
     waits_for_writable: list[int] = []
-    original = relay._SpliceTunnel._writable
+    original = splice._SpliceTunnel._writable
 
     def counting(tunnel: Any, index: int) -> None:
         waits_for_writable.append(index)
         original(tunnel, index)
 
-    monkeypatch.setattr(relay._SpliceTunnel, "_writable", counting)
+    monkeypatch.setattr(splice._SpliceTunnel, "_writable", counting)
     small_proxy_send_buffer(monkeypatch, "destination" if direction == "up" else "client")
     data = payload(SLOW_TRANSFER, direction.encode())
     # the receiver is the small-window end: the destination going up, the client going down

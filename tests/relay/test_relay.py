@@ -1,7 +1,7 @@
 """The tunnel after a successful CONNECT: bytes both ways, half-close, backpressure, counts, idle.
 
 RFC 1928 §6: "Once the reply has been sent, the SOCKS server starts relaying traffic" - the
-relay promises (server/relay.py) are what these tests hold it to.
+relay promises (socks5d.relay) are what these tests hold it to.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from socks5d.proto import SOCKS5_VERSION, AuthMethod, Command, Reply
-
-from .raw_client import (
+from server.raw_client import (
     IO_TIMEOUT,
     Background,
     connect,
@@ -26,6 +24,7 @@ from .raw_client import (
     recv_exactly,
     request_bytes,
 )
+from socks5d.proto import SOCKS5_VERSION, AuthMethod, Command, Reply
 
 #: What the destination pushes at a client that does not read (RFC-free: just "a lot").
 FLOOD_SIZE = 64 * 1024 * 1024
