@@ -25,7 +25,9 @@ BLOCK_LOOPBACK = {"socks": [{"action": "block", "to": ["127.0.0.0/8", "::1"]}]}
 
 def loopback_listener(host: str) -> socket.socket:
     """The service an unspecified address reaches: on 127.0.0.1 for 0.0.0.0, on ::1 for ::."""
-    sock = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock = socket.create_server(
+        (host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+    )
     sock.settimeout(5)
     return sock
 

@@ -1,32 +1,27 @@
-"""Authentication policy: which method to select, and the RFC 1929 username/password
-subnegotiation of one session (checking the password, throttling the guessing).
+"""Authentication of one session: which method to select, the table of methods
+(`AUTHENTICATORS`), and the RFC 1929 username/password subnegotiation (checking the password
+through `Authenticator`, throttling the guessing).
 
-The slow hash never runs on the event loop, nor unbounded: it goes through the server's
-`HashPool`. Nothing here ever logs a password.
+Each method runs right after the server selected it, on the session's `SessionContext`, and
+reads its own messages. Nothing here ever logs a password.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from socks5d import proto
-from socks5d.errors import AuthFailed
+from socks5d.errors import AuthFailed, ProtocolError
 from socks5d.proto.constants import AuthMethod
-from socks5d.server.hashing import HashPool, PoolFull
-from socks5d.users import PasswordHash, UserDatabase
-
-if TYPE_CHECKING:
-    from socks5d.server.session import Session
+from socks5d.server.context import AuthenticationMethod, SessionContext
+from socks5d.server.gssapi import authenticate_gssapi
+from socks5d.server.hashing import PoolFull
+from socks5d.server.passwords import Authenticator as Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -43,101 +38,6 @@ def choose_method(offered: Iterable[int], preference: Iterable[AuthMethod]) -> i
         if method in offered_set:
             return method
     return AuthMethod.NO_ACCEPTABLE_METHODS
-
-
-@dataclass(slots=True)
-class _SharedCheck:
-    """One slow check, and how many logins wait for it."""
-
-    future: asyncio.Future[bool]
-    waiters: int = 0
-
-
-class Authenticator:
-    """Checks RFC 1929 credentials against a `UserDatabase` without blocking the loop.
-
-    The slow hash (scrypt) runs in `pool`, bounded, and is paid once per user and password,
-    not once per connection: a successful check is remembered for `cache_ttl` seconds as
-    HMAC-SHA256(key, user, password) under a random key made at start, beside the stored hash
-    it matched. A later login with the same password and an unchanged stored hash is accepted
-    from memory, waiting in no queue; a wrong password does not evict it (else a flood of
-    guesses at a name would send its owner to the back of the queue). Nothing that could be
-    replayed or cracked offline leaves the process, failures are never cached, and a password
-    changed in the users file misses the cache. An unknown user's check hashes a decoy
-    through the same pool: it costs the same, so timing tells no names.
-    """
-
-    def __init__(
-        self, users: UserDatabase | None, *, pool: HashPool, cache_ttl: float = 0.0
-    ) -> None:
-        self.users = users
-        self.pool = pool
-        self.cache_ttl = cache_ttl
-        self._key = secrets.token_bytes(32)
-        #: user -> (the stored hash that matched, proof of the password, expiry)
-        self._verified: dict[str, tuple[PasswordHash, bytes, float]] = {}
-        #: (user, proof) -> the slow check running or waiting for it
-        self._checking: dict[tuple[str, bytes], _SharedCheck] = {}
-
-    def _proof(self, username: str, password: str) -> bytes:
-        message = f"{username}\0{password}".encode("utf-8", "surrogateescape")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
-
-    def cached(self, username: str, password: str) -> bool:
-        """True when these credentials were verified within `cache_ttl`, against the hash
-        the users file still has. Fast; a stale entry is dropped, a mismatch keeps it."""
-        entry = self._verified.get(username)
-        if entry is None:
-            return False
-        stored, proof, expiry = entry
-        users = self.users
-        if users is None or users.lookup(username) != stored or expiry <= time.monotonic():
-            del self._verified[username]
-            return False
-        return hmac.compare_digest(proof, self._proof(username, password))
-
-    async def verify(self, username: str, password: str) -> bool:
-        """True when the credentials are valid: from the cache, else `check`.
-
-        Raises:
-            PoolFull: the password checks are all taken.
-        """
-        return self.cached(username, password) or await self.check(username, password)
-
-    async def check(self, username: str, password: str) -> bool:
-        """The slow check, in the pool. Logins with the same name and password at the same
-        time share one; when the last of them stops waiting (cancelled), the check is given
-        up (dropped from the queue if it has not started).
-
-        Raises:
-            PoolFull: the password checks are all taken.
-        """
-        users = self.users
-        if users is None:
-            return False
-        stored = users.lookup(username)
-        proof = self._proof(username, password)
-        key = (username, proof)
-        shared = self._checking.get(key)
-        if shared is None or shared.future.cancelled():
-            future = self.pool.submit(users.verify, username, password)
-            shared = self._checking[key] = _SharedCheck(future)
-            future.add_done_callback(lambda _: self._forget(key, future))
-        shared.waiters += 1
-        try:
-            ok = await asyncio.shield(shared.future)
-        finally:
-            shared.waiters -= 1
-            if not shared.waiters and not shared.future.done():
-                shared.future.cancel()  # nobody waits for it any more
-        if ok and stored is not None and self.cache_ttl > 0 and users is self.users:
-            self._verified[username] = (stored, proof, time.monotonic() + self.cache_ttl)
-        return ok
-
-    def _forget(self, key: tuple[str, bytes], future: asyncio.Future[bool]) -> None:
-        shared = self._checking.get(key)
-        if shared is not None and shared.future is future:
-            del self._checking[key]
 
 
 class _ClientWatch:
@@ -198,13 +98,15 @@ class _ClientWatch:
         return False
 
 
-async def _answer(session: Session, success: bool) -> None:
+async def _answer(context: SessionContext, success: bool) -> None:
     status = proto.UserPassStatus.SUCCESS if success else proto.UserPassStatus.FAILURE
-    await session.send(proto.AuthResult(status))
+    await context.send(proto.AuthResult(status))
 
 
-async def authenticate_userpass(session: Session, credentials: proto.UserPassAuth) -> None:
-    """RFC 1929: check the client's username and password, and answer with the STATUS.
+async def authenticate_userpass(context: SessionContext) -> None:
+    """RFC 1929: read the client's username and password, check them, and answer with the
+    STATUS. A client that closes instead of sending them is left to the session, which sees
+    the codec closed.
 
     RFC 1929 §2: "A STATUS field of X'00' indicates success. If the server returns a
     `failure' (STATUS value other than X'00') status, it MUST close the connection."
@@ -218,26 +120,39 @@ async def authenticate_userpass(session: Session, credentials: proto.UserPassAut
         AuthFailed: after the failure status (the session then closes); without one when
             the client left before its password was checked.
     """
-    server = session.server
+    event = await context.next_event()
+    if isinstance(event, proto.ConnectionClosed):
+        return
+    if not isinstance(event, proto.UserPassAuth):
+        raise ProtocolError(f"unexpected {type(event).__name__}")
+    await check_userpass(context, event)
+
+
+async def check_userpass(context: SessionContext, credentials: proto.UserPassAuth) -> None:
+    """Check the RFC 1929 credentials the client sent, and answer with the STATUS.
+
+    Raises:
+        AuthFailed: see `authenticate_userpass`.
+    """
+    services = context.services
     username = credentials.username
-    session.record["user"] = username
-    client_ip = session.peer.host
-    assert not isinstance(client_ip, proto.DomainName)
-    throttle = server.throttle
+    context.record["user"] = username
+    client_ip = context.client_ip
+    throttle = services.throttle
     try:
         attempt = throttle.begin(client_ip, username, time.monotonic())
     except AuthFailed:
-        await _answer(session, False)
+        await _answer(context, False)
         raise
-    authenticator = server.authenticator
+    authenticator = services.authenticator
     ok = authenticator.cached(username, credentials.password)
     if not ok:
         try:
-            async with _ClientWatch(session.client) as watch:
+            async with _ClientWatch(context.client) as watch:
                 ok = await authenticator.check(username, credentials.password)
         except PoolFull:
             throttle.abandoned(attempt)
-            await _answer(session, False)
+            await _answer(context, False)
             raise AuthFailed("too many password checks waiting") from None
         except BaseException:
             throttle.abandoned(attempt)
@@ -247,11 +162,24 @@ async def authenticate_userpass(session: Session, credentials: proto.UserPassAut
             raise AuthFailed("the client left before its password was checked")
     if ok:
         throttle.succeeded(attempt)
-        session.user = username
-        await _answer(session, True)
+        context.user = username
+        await _answer(context, True)
         return
     block = throttle.failed(attempt, time.monotonic())
     if block is not None:
         log.warning("%s", block)
-    await _answer(session, False)
+    await _answer(context, False)
     raise AuthFailed(f"wrong username or password for {username!r}")
+
+
+async def _no_authentication(context: SessionContext) -> None:
+    """X'00' NO AUTHENTICATION REQUIRED: no subnegotiation (RFC 1928 §3)."""
+
+
+#: The one table from METHOD to the subnegotiation that authenticates with it (RFC 1928 §3:
+#: "The client and server then enter a method-specific sub-negotiation").
+AUTHENTICATORS: dict[AuthMethod, AuthenticationMethod] = {
+    AuthMethod.NO_AUTHENTICATION_REQUIRED: _no_authentication,
+    AuthMethod.USERNAME_PASSWORD: authenticate_userpass,
+    AuthMethod.GSSAPI: authenticate_gssapi,
+}

@@ -15,14 +15,12 @@ import ipaddress
 import logging
 import random
 import socket
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, Command, DomainName, Reply, Socks4Request
-
-if TYPE_CHECKING:
-    from socks5d.server.session import Request, Session
+from socks5d.server.context import Request, SessionContext, describe_block
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 BACKLOG = 8
 
 
-async def expected_peers(session: Session, destination: Address) -> set[IPAddress]:
+async def expected_peers(session: SessionContext, destination: Address) -> set[IPAddress]:
     """The IPs allowed to connect; empty means anyone.
 
     RFC 1928 §6: "In the reply to a BIND, [...] DST.ADDR [...] The SOCKS server will
@@ -43,7 +41,7 @@ async def expected_peers(session: Session, destination: Address) -> set[IPAddres
     """
     host = destination.host
     if isinstance(host, DomainName):
-        targets = await session.server.resolver(host, destination.port)
+        targets = await session.services.resolver(host, destination.port)
         peers = {unmapped(ipaddress.ip_address(sockaddr[0])) for _, sockaddr in targets}
         for peer in peers:  # as CONNECT does: a name is judged by every address it has too
             session.authorize(Command.BIND, destination, resolved=peer)
@@ -55,12 +53,12 @@ async def expected_peers(session: Session, destination: Address) -> set[IPAddres
     return {host}
 
 
-def _outward_address(session: Session, peers: set[IPAddress], ipv4_only: bool) -> IPAddress:
+def _outward_address(session: SessionContext, peers: set[IPAddress], ipv4_only: bool) -> IPAddress:
     """The address to listen on: configured, else this host's source address toward the
     expected peer (found with a UDP connect, which sends nothing), else our end of the
     client's connection.
     """
-    configured = session.server.config.bind.address
+    configured = session.services.config.bind.address
     if configured is not None:
         return ipaddress.ip_address(configured)
     for peer in sorted(peers, key=lambda ip: ip.version):
@@ -103,26 +101,40 @@ def open_listener(address: IPAddress, ports: tuple[int, int] | None) -> socket.s
     raise Socks5Error(f"cannot listen on {address} ports {ports}: {last_error}")
 
 
-def _allowed(session: Session, peer: Address) -> bool:
-    """The rules apply to the incoming peer too."""
-    try:
-        session.authorize(Command.BIND, peer)
-    except NotAllowed as exc:
-        log.warning("BIND for %s: refused a connection: %s", session.record["client"], exc)
-        return False
-    session.record["rule"] = None  # a peer turned away earlier does not decide the session
-    return True
+@dataclass(slots=True)
+class _Waiting:
+    """What the wait for the peer has learnt so far."""
+
+    #: the rule that turned away the last peer, unless a peer came in since: when the wait
+    #: fails, it names the rule in the access record
+    turned_away_by: str | None = None
+
+
+def _turned_away(session: SessionContext, peer: Address) -> str | None:
+    """The rules apply to the incoming peer too: None when they let it in, else the rule that
+    turned it away (and a log line)."""
+    decision = session.decide(Command.BIND, peer)
+    if decision.allowed:
+        return None
+    refusal = describe_block(Command.BIND, peer, None, decision.rule)
+    log.warning("BIND for %s: refused a connection: %s", session.record["client"], refusal)
+    return decision.rule
 
 
 async def _accept_expected(
-    session: Session, listener: socket.socket, peers: set[IPAddress], strict: bool
+    session: SessionContext,
+    listener: socket.socket,
+    peers: set[IPAddress],
+    strict: bool,
+    waiting: _Waiting,
 ) -> tuple[socket.socket, Address]:
     loop = asyncio.get_running_loop()
     while True:
         incoming, sockaddr = await loop.sock_accept(listener)
         peer = address_of(sockaddr)
         if not peers or peer.host in peers:
-            if _allowed(session, peer):
+            rule = waiting.turned_away_by = _turned_away(session, peer)
+            if rule is None:
                 incoming.setblocking(False)
                 return incoming, peer
             incoming.close()
@@ -144,17 +156,34 @@ async def _accept_expected(
 
 
 async def wait_for_peer(
-    session: Session, listener: socket.socket, peers: set[IPAddress], strict: bool
+    session: SessionContext, listener: socket.socket, peers: set[IPAddress], strict: bool
 ) -> tuple[socket.socket, Address]:
-    """Accept the expected peer, unless the timeout passes or the client closes first.
+    """Accept the expected peer, unless the timeout passes or the client closes first. When
+    the wait fails after the rules turned a peer away, the record names that rule.
 
     Raises:
         TTLExpired: no connection within the BIND timeout.
         Socks5Error: the client closed its control connection, or accept failed.
+        NotAllowed: SOCKS4 (`strict`): the rules turned the peer away.
     """
-    accepting = asyncio.create_task(_accept_expected(session, listener, peers, strict))
+    waiting = _Waiting()
+    try:
+        return await _wait(session, listener, peers, strict, waiting)
+    finally:
+        if waiting.turned_away_by is not None:
+            session.record["rule"] = waiting.turned_away_by
+
+
+async def _wait(
+    session: SessionContext,
+    listener: socket.socket,
+    peers: set[IPAddress],
+    strict: bool,
+    waiting: _Waiting,
+) -> tuple[socket.socket, Address]:
+    accepting = asyncio.create_task(_accept_expected(session, listener, peers, strict, waiting))
     watching = asyncio.create_task(session.watch_control(keep=True))
-    timeout = session.server.config.bind.timeout
+    timeout = session.services.config.bind.timeout
     try:
         done, _ = await asyncio.wait(
             {accepting, watching}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -176,7 +205,7 @@ async def wait_for_peer(
     raise TTLExpired(f"BIND: no connection within {timeout:g} s")
 
 
-async def serve_bind(session: Session, request: Request) -> None:
+async def serve_bind(session: SessionContext, request: Request) -> None:
     """Listen, send the first reply, accept one peer, send the second reply, relay."""
     socks4 = isinstance(request, Socks4Request)
     try:
@@ -184,21 +213,21 @@ async def serve_bind(session: Session, request: Request) -> None:
     except OSError as exc:
         raise error_for_oserror(exc) from exc
     address = _outward_address(session, peers, ipv4_only=socks4)
-    client_ip = session.peer.host
-    assert not isinstance(client_ip, DomainName)
-    refusal = session.server.bind_slots.acquire(client_ip)
+    client_ip = session.client_ip
+    slots = session.services.bind_slots
+    refusal = slots.acquire(client_ip)
     if refusal is not None:
         raise Socks5Error(f"BIND listeners: {refusal}")
     try:
         await _bind_and_relay(session, address, peers, socks4)
     finally:
-        session.server.bind_slots.release(client_ip)
+        slots.release(client_ip)
 
 
 async def _bind_and_relay(
-    session: Session, address: IPAddress, peers: set[IPAddress], socks4: bool
+    session: SessionContext, address: IPAddress, peers: set[IPAddress], socks4: bool
 ) -> None:
-    listener = open_listener(address, session.server.config.bind.ports)
+    listener = open_listener(address, session.services.config.bind.ports)
     try:
         bound = address_of(listener.getsockname())
         if bound.host == type(bound.host)(0):  # a wildcard is no address to give out

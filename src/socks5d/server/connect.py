@@ -7,19 +7,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from socks5d.errors import Socks5Error, error_for_oserror
-from socks5d.net import Target, address_of, connect_first, interleave
+from socks5d.net import Target as Target
+from socks5d.net import address_of, connect_first, interleave
 from socks5d.proto.address import Address, DomainName
 from socks5d.proto.constants import Command, Reply
-
-if TYPE_CHECKING:
-    from socks5d.server.session import Request, Session
-
-#: Resolves a domain name and port to the addresses to try (may raise `socket.gaierror`).
-Resolver = Callable[[DomainName, int], Awaitable[list[Target]]]
+from socks5d.server.context import Request, SessionContext
+from socks5d.server.context import Resolver as Resolver
 
 
 async def system_resolver(name: DomainName, port: int) -> list[Target]:
@@ -70,11 +66,11 @@ async def open_outbound(
         raise error_for_oserror(exc) from exc
 
 
-async def serve_connect(session: Session, request: Request) -> None:
+async def serve_connect(session: SessionContext, request: Request) -> None:
     """CONNECT (RFC 1928 §6): connect, reply with the outbound socket's address, hand the
     two sockets over to the relay engine.
     """
-    server = session.server
+    services = session.services
     destination = request.destination
 
     def check(target: Target) -> None:
@@ -85,7 +81,7 @@ async def serve_connect(session: Session, request: Request) -> None:
             session.authorize(Command.CONNECT, destination, resolved=resolved)
 
     upstream = await open_outbound(
-        destination, server.config.timeouts.connect, server.resolver, check
+        destination, services.config.timeouts.connect, services.resolver, check
     )
     del check  # nothing the tunnel needs stays referenced while it lasts
     try:

@@ -1,26 +1,22 @@
 """GSS-API authentication of one session (RFC 1961): the security context (MTYP 1), the
 protection level (MTYP 2), and from then on, at integrity or confidentiality, a session whose
-messages and tunnel go through `Protection` (`ProtectedEngine`).
+messages and tunnel go through `Protection` (`SessionContext.protect`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, ProtocolError
 from socks5d.gss import Acceptor, Protection, level_name
 from socks5d.proto import GssapiMessageType, ProtectionLevel, State
 from socks5d.proto.gssapi import encode_gssapi
-from socks5d.relay.protected import ProtectedEngine
-
-if TYPE_CHECKING:
-    from socks5d.server.session import Session
+from socks5d.server.context import SessionContext
 
 
-async def authenticate_gssapi(session: Session) -> None:
+async def authenticate_gssapi(session: SessionContext) -> None:
     """RFC 1961: establish the security context (MTYP 1), agree the protection level
     (MTYP 2), and from then on protect everything (MTYP 3) when the level asks for it.
 
@@ -29,8 +25,8 @@ async def authenticate_gssapi(session: Session) -> None:
             client's connection for any reason (GSS-API authentication failure or
             otherwise), it will return: + 0x01 | 0xff +".
     """
-    settings = session.server.config.gssapi
-    credentials = session.server.gssapi_credentials
+    settings = session.services.config.gssapi
+    credentials = session.services.gssapi_credentials
     assert credentials is not None
     try:
         negotiation = Acceptor(credentials)
@@ -63,16 +59,16 @@ async def authenticate_gssapi(session: Session) -> None:
     session.connection.authentication_complete()
     session.record["auth"] = f"gssapi/{level_name(granted)}"
     if granted != ProtectionLevel.CLEAR:
-        session.protection = Protection(negotiation.context, granted)
-        session.engine = ProtectedEngine(session.protection)
+        protection = Protection(negotiation.context, granted)
+        session.protect(protection)
         # The client may already have sent its request: bytes past the level message.
         # (Part of a token stays in `protection` until the rest arrives; b"" would be EOF.)
         pending = session.connection.trailing_data
-        if pending and (plaintext := session.protection.open(pending)):
+        if pending and (plaintext := protection.open(pending)):
             session.connection.receive_data(plaintext)
 
 
-async def _abort(session: Session) -> None:
+async def _abort(session: SessionContext) -> None:
     """Send the abort message, unless the client's own abort or close ended it."""
     abort = proto.GssapiToken(GssapiMessageType.ABORT)
     if session.connection.state is State.CLOSED:
@@ -85,22 +81,17 @@ async def _abort(session: Session) -> None:
         await asyncio.get_running_loop().sock_sendall(session.client, data)
 
 
-async def _message(session: Session, expected: GssapiMessageType) -> bytes:
+async def _message(session: SessionContext, expected: GssapiMessageType) -> bytes:
     """The token of the client's next RFC 1961 message, which must be of type `expected`."""
-    while True:
-        event = session.connection.next_event()
-        if event is proto.NEED_DATA:
-            session.connection.receive_data(await session.receive())
-        elif isinstance(event, proto.GssapiToken):
-            if event.message_type == GssapiMessageType.ABORT:
-                raise AuthFailed("the client aborted the GSS-API negotiation")
-            if event.message_type != expected:
-                raise AuthFailed(
-                    f"GSS-API message type {event.message_type:#04x} where "
-                    f"{expected:#04x} was expected"
-                )
-            return event.token
-        elif isinstance(event, proto.ConnectionClosed):
-            raise AuthFailed("the client closed during the GSS-API negotiation")
-        else:
-            raise ProtocolError(f"unexpected {type(event).__name__}")
+    event = await session.next_event()
+    if isinstance(event, proto.GssapiToken):
+        if event.message_type == GssapiMessageType.ABORT:
+            raise AuthFailed("the client aborted the GSS-API negotiation")
+        if event.message_type != expected:
+            raise AuthFailed(
+                f"GSS-API message type {event.message_type:#04x} where {expected:#04x} was expected"
+            )
+        return event.token
+    if isinstance(event, proto.ConnectionClosed):
+        raise AuthFailed("the client closed during the GSS-API negotiation")
+    raise ProtocolError(f"unexpected {type(event).__name__}")

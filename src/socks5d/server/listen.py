@@ -16,7 +16,7 @@ import socket
 import time
 from collections import Counter
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from socks5d.config import ListenAddress, ServerConfig, open_proxy_refusal
 from socks5d.errors import ConfigError
@@ -25,13 +25,17 @@ from socks5d.net import address_of, format_peer
 from socks5d.proto import DomainName
 from socks5d.proto.constants import AuthMethod
 from socks5d.relay import RelayEngine, select_engine
-from socks5d.server.auth import Authenticator
-from socks5d.server.connect import Resolver, system_resolver
+from socks5d.server.connect import system_resolver
+from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.limits import AuthThrottle, Slots
+from socks5d.server.passwords import Authenticator
 from socks5d.server.rules import RuleSet, private_destinations_rule
 from socks5d.server.session import Session
 from socks5d.users import UserDatabase
+
+if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is offered
+    import gssapi
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,9 @@ def own_addresses(config: ServerConfig) -> set[IPAddress]:
 class Server:
     """A SOCKS server for one `ServerConfig`.
 
+    What its sessions share is one `Services` value (`services`), replaced whole by `apply`;
+    the attributes of the same names (`config`, `rules`, `throttle`, ...) read the current one.
+
     Args:
         config: validated configuration.
         users: the user database; loaded from `config.users_file` when not given.
@@ -116,19 +123,22 @@ class Server:
         *,
         reuse_port: bool = False,
     ) -> None:
-        self.relay_engine = relay_engine or select_engine(config.performance.relay)
         self.reuse_port = reuse_port
-        self.resolver = resolver
         performance = config.performance
-        #: the threads and queue of the slow password hashes
-        self.hash_pool = HashPool(thread_count(performance.hash_threads), performance.hash_queue)
-        self.authenticator = Authenticator(None, pool=self.hash_pool)
         limits = config.limits
-        self.session_slots = Slots(limits.max_sessions, limits.max_sessions_per_client)
-        self.handshake_slots = Slots(limits.max_handshakes, limits.max_handshakes_per_client)
-        self.udp_slots = Slots(limits.max_sessions, limits.max_udp_associations_per_client)
-        self.bind_slots = Slots(limits.max_sessions, limits.max_bind_listeners_per_client)
-        self.throttle = AuthThrottle(limits)
+        # The parts that keep state across a reload: every `Services` holds these same ones.
+        self._relay_engine = relay_engine or select_engine(performance.relay)
+        self._resolver = resolver
+        #: the threads and queue of the slow password hashes
+        pool = HashPool(thread_count(performance.hash_threads), performance.hash_queue)
+        self._authenticator = Authenticator(None, pool=pool)
+        self._session_slots = Slots(limits.max_sessions, limits.max_sessions_per_client)
+        self._handshake_slots = Slots(limits.max_handshakes, limits.max_handshakes_per_client)
+        self._udp_slots = Slots(limits.max_sessions, limits.max_udp_associations_per_client)
+        self._bind_slots = Slots(limits.max_sessions, limits.max_bind_listeners_per_client)
+        self._throttle = AuthThrottle(limits)
+        #: what the sessions share; set by `apply`
+        self.services: Services
         #: how many connections were refused before the greeting, by reason
         self.refused: Counter[str] = Counter()
         self._listeners: list[socket.socket] = []
@@ -169,29 +179,101 @@ class Server:
         socks_rules = rules.socks
         if rules.block_private_destinations:
             socks_rules = (private_destinations_rule(own_addresses(config)), *socks_rules)
-        self.rules = RuleSet(
+        rule_set = RuleSet(
             rules.client,
             socks_rules,
             client_default=rules.client_default,
             socks_default=rules.socks_default,
             groups=dict(rules.groups),
         )
-        self.gssapi_credentials = credentials
-        self.config = config
-        self.authenticator.users = users
+        authenticator = self._authenticator
+        authenticator.users = users
         performance = config.performance
-        self.authenticator.cache_ttl = performance.password_cache_ttl
-        self.hash_pool.configure(thread_count(performance.hash_threads), performance.hash_queue)
+        authenticator.cache_ttl = performance.password_cache_ttl
+        authenticator.pool.configure(thread_count(performance.hash_threads), performance.hash_queue)
         limits = config.limits
         for slots, total, per_client in (
-            (self.session_slots, limits.max_sessions, limits.max_sessions_per_client),
-            (self.handshake_slots, limits.max_handshakes, limits.max_handshakes_per_client),
-            (self.udp_slots, limits.max_sessions, limits.max_udp_associations_per_client),
-            (self.bind_slots, limits.max_sessions, limits.max_bind_listeners_per_client),
+            (self._session_slots, limits.max_sessions, limits.max_sessions_per_client),
+            (self._handshake_slots, limits.max_handshakes, limits.max_handshakes_per_client),
+            (self._udp_slots, limits.max_sessions, limits.max_udp_associations_per_client),
+            (self._bind_slots, limits.max_sessions, limits.max_bind_listeners_per_client),
         ):
             slots.total, slots.per_client = total, per_client
             slots.set_prefixes(limits.client_prefix_v4, limits.client_prefix_v6)
-        self.throttle.reset(limits)
+        self._throttle.reset(limits)
+        self.services = Services(
+            config=config,
+            rules=rule_set,
+            resolver=self._resolver,
+            authenticator=authenticator,
+            throttle=self._throttle,
+            session_slots=self._session_slots,
+            handshake_slots=self._handshake_slots,
+            udp_slots=self._udp_slots,
+            bind_slots=self._bind_slots,
+            relay_engine=self._relay_engine,
+            gssapi_credentials=credentials,
+        )
+
+    @property
+    def config(self) -> ServerConfig:
+        """The configuration in force."""
+        return self.services.config
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force."""
+        return self.services.rules
+
+    @property
+    def resolver(self) -> Resolver:
+        """Resolves domain-name destinations."""
+        return self._resolver
+
+    @property
+    def relay_engine(self) -> RelayEngine:
+        """The relay engine of unprotected tunnels."""
+        return self._relay_engine
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The RFC 1929 password checker."""
+        return self._authenticator
+
+    @property
+    def hash_pool(self) -> HashPool:
+        """The threads and queue of the slow password hashes."""
+        return self._authenticator.pool
+
+    @property
+    def throttle(self) -> AuthThrottle:
+        """The password-guessing throttle."""
+        return self._throttle
+
+    @property
+    def session_slots(self) -> Slots:
+        """Sessions, in all and per client."""
+        return self._session_slots
+
+    @property
+    def handshake_slots(self) -> Slots:
+        """Handshakes in progress, in all and per client."""
+        return self._handshake_slots
+
+    @property
+    def udp_slots(self) -> Slots:
+        """UDP associations, in all and per client."""
+        return self._udp_slots
+
+    @property
+    def bind_slots(self) -> Slots:
+        """BIND listeners, in all and per client."""
+        return self._bind_slots
+
+    @property
+    def gssapi_credentials(self) -> gssapi.Credentials | None:
+        """The service's GSS-API key, when GSS-API is offered."""
+        return self.services.gssapi_credentials
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -264,7 +346,8 @@ class Server:
             return
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task = asyncio.create_task(Session(self, client, peer, name, address).run())
+        session = Session(self.services, self.tunnels, client, peer, name, address)
+        task = asyncio.create_task(session.run())
         self._sessions.add(task)
         task.add_done_callback(self._sessions.discard)
 
@@ -272,17 +355,18 @@ class Server:
         """None when `client` may start a session, else why not. On success the session owns
         a session slot and a handshake slot, and gives them back.
         """
-        if self.throttle.blocked(client, time.monotonic()):
+        services = self.services
+        if services.throttle.blocked(client, time.monotonic()):
             return "blocked after repeated failed logins"
-        decision = self.rules.check_client(client, listener)
+        decision = services.rules.check_client(client, listener)
         if not decision.allowed:
             return f"blocked by {decision.rule or 'rules.client_default'}"
-        refusal = self.session_slots.acquire(client)
+        refusal = services.session_slots.acquire(client)
         if refusal is not None:
             return f"sessions: {refusal}"
-        refusal = self.handshake_slots.acquire(client)
+        refusal = services.handshake_slots.acquire(client)
         if refusal is not None:
-            self.session_slots.release(client)
+            services.session_slots.release(client)
             return f"handshakes in progress: {refusal}"
         return None
 
@@ -304,7 +388,7 @@ class Server:
         for tunnel in tunnels:
             tunnel.abort()
         await asyncio.gather(*(tunnel.wait() for tunnel in tunnels))
-        self.relay_engine.close()
+        self._relay_engine.close()
         self.hash_pool.close()
 
     async def __aenter__(self) -> Server:

@@ -3,6 +3,9 @@
 The single error boundary of the server is `Session.run`: any `Socks5Error` raised while the
 request is being served becomes a reply carrying `exc.reply` (when the protocol still expects
 a reply), one access-log line, and a close. Command handlers just raise.
+
+`Session` is the `SessionContext` the handlers and authentication methods get; they are
+dispatched through two tables, `AUTHENTICATORS` (auth.py) and `COMMANDS` (here).
 """
 
 from __future__ import annotations
@@ -13,28 +16,27 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
-from socks5d.net import address_of, format_peer, unmapped
+from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
+from socks5d.proto.events import _NeedData
 from socks5d.relay import RelayEngine, RelayResult, Tunnel, relay
+from socks5d.relay.protected import ProtectedEngine
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
-from socks5d.server.auth import authenticate_userpass, choose_method
+from socks5d.server.auth import AUTHENTICATORS, choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
-from socks5d.server.gssapi import authenticate_gssapi
-from socks5d.server.rules import IPAddress
-from socks5d.server.rules import Request as RuleRequest
+from socks5d.server.context import CommandHandler, IPAddress, Services, describe_block, rule_request
+from socks5d.server.context import Request as Request
+from socks5d.server.context import decide as decide_rules
+from socks5d.server.rules import Decision
 from socks5d.server.udp import serve_udp_associate
-
-if TYPE_CHECKING:
-    from socks5d.server.listen import Server
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -44,9 +46,6 @@ HANDSHAKE_READ_SIZE = 4096
 #: The most bytes kept from a client that sends before its tunnel is up (BIND); then we stop
 #: reading, which is backpressure.
 MAX_EARLY_DATA = 64 * 1024
-
-Request = proto.CommandRequest | proto.Socks4Request
-CommandHandler = Callable[["Session", Request], Awaitable[None]]
 
 #: What a handed-over session keeps of its early data (the tunnel took the bytes).
 _NO_EARLY_DATA = bytearray()
@@ -77,10 +76,20 @@ def _discard_unread(sock: socket.socket) -> None:
 
 
 class Session:
-    """Serves one accepted client socket from greeting to close."""
+    """Serves one accepted client socket from greeting to close.
+
+    Args:
+        services: the server's services; the session keeps these to its end.
+        tunnels: the server's set of sessions whose tunnel the relay engine runs.
+        client: the accepted socket, non-blocking.
+        peer: the client's socket address, as accept() gave it.
+        listener: the name of the listening address ("127.0.0.1:1080").
+        address: `peer` as an `Address`.
+    """
 
     __slots__ = (
         "client",
+        "client_ip",
         "connection",
         "early_data",
         "engine",
@@ -88,21 +97,32 @@ class Session:
         "peer",
         "protection",
         "record",
-        "server",
+        "services",
         "started",
         "tunnel",
+        "tunnels",
         "upstream",
         "user",
     )
 
     def __init__(
-        self, server: Server, client: socket.socket, peer: Any, listener: str, address: Address
+        self,
+        services: Services,
+        tunnels: set[Session],
+        client: socket.socket,
+        peer: Any,
+        listener: str,
+        address: Address,
     ) -> None:
-        self.server = server
+        self.services = services
+        self.tunnels = tunnels
         self.client = client
         #: the client's address (`peer` as an `Address`)
         self.peer = address
-        self.connection = proto.ServerConnection(accept_socks4=server.config.serves_socks4)
+        client_ip = address.host
+        assert not isinstance(client_ip, proto.DomainName)
+        self.client_ip: IPAddress = client_ip
+        self.connection = proto.ServerConnection(accept_socks4=services.config.serves_socks4)
         #: the authenticated user (RFC 1929), for the rules
         self.user: str | None = None
         self.listener = listener
@@ -115,7 +135,7 @@ class Session:
         #: RFC 1961 per-message protection, once GSS-API agreed on integrity or confidentiality
         self.protection: Protection | None = None
         #: the relay engine: the server's, or one that wraps and unwraps (`protection`)
-        self.engine: RelayEngine = server.relay_engine
+        self.engine: RelayEngine = services.relay_engine
         self.record = AccessRecord(
             client=format_peer(peer), listener=listener, bytes_up=0, bytes_down=0
         )
@@ -127,17 +147,15 @@ class Session:
 
     async def run(self) -> None:
         """Serve the client; never raises except `CancelledError`."""
-        client_ip = self.peer.host
-        assert not isinstance(client_ip, proto.DomainName)
         try:
             try:
-                async with asyncio.timeout(self.server.config.timeouts.handshake):
+                async with asyncio.timeout(self.services.config.timeouts.handshake):
                     request = await self._handshake()
             except TimeoutError:
                 self.record["outcome"] = "handshake timeout"
                 return
             finally:
-                self.server.handshake_slots.release(client_ip)
+                self.services.handshake_slots.release(self.client_ip)
             if request is not None:
                 request = self._canonical(request)
                 destination: Address | None = request.destination
@@ -160,9 +178,7 @@ class Session:
 
     def _end(self, *, discard: bool = True) -> None:
         """Give back the session's slot, close the client, write the access-log line."""
-        client_ip = self.peer.host
-        assert not isinstance(client_ip, proto.DomainName)
-        self.server.session_slots.release(client_ip)
+        self.services.session_slots.release(self.client_ip)
         if discard:
             _discard_unread(self.client)
         self.client.close()
@@ -185,6 +201,18 @@ class Session:
         # OSError: the client is gone; the outcome says why the request failed
         with contextlib.suppress(OSError):
             await self.reply(exc.reply)
+
+    def protect(self, protection: Protection) -> None:
+        """From now on, wrap and unwrap everything exchanged with the client, tunnel included."""
+        self.protection = protection
+        self.engine = ProtectedEngine(protection)
+
+    async def next_event(self) -> proto.Event:
+        """The client's next protocol message; at EOF `proto.ConnectionClosed`."""
+        connection = self.connection
+        while isinstance(event := connection.next_event(), _NeedData):
+            connection.receive_data(await self.receive())
+        return event
 
     async def send(self, message: proto.Event) -> None:
         """Send a protocol message to the client (wrapped when protected)."""
@@ -221,23 +249,20 @@ class Session:
 
     async def _handshake(self) -> Request | None:
         """Negotiate and authenticate; return the request, or None if the client left."""
-        connection = self.connection
         while True:
-            event = connection.next_event()
-            if event is proto.NEED_DATA:
-                connection.receive_data(await self.receive())
-            elif isinstance(event, proto.Greeting):
+            if self.connection.state is State.CLOSED:  # an authentication method met EOF
+                self.record["outcome"] = "client closed during handshake"
+                return None
+            event = await self.next_event()
+            if isinstance(event, proto.Greeting):
                 self.record["protocol"] = "socks5"
-                method = choose_method(event.methods, self.server.config.auth)
+                method = choose_method(event.methods, self.services.config.auth)
                 await self.send(proto.MethodSelected(method))
                 if method == AuthMethod.NO_ACCEPTABLE_METHODS:
                     offered = ",".join(f"{m:#04x}" for m in event.methods) or "none"
                     raise AuthFailed(f"no acceptable method (offered {offered})")
                 self.record["auth"] = AUTH_NAMES.get(method)
-                if method == AuthMethod.GSSAPI:
-                    await authenticate_gssapi(self)
-            elif isinstance(event, proto.UserPassAuth):
-                await authenticate_userpass(self, event)
+                await AUTHENTICATORS[AuthMethod(method)](self)
             elif isinstance(event, proto.CommandRequest):
                 return event
             elif isinstance(event, proto.Socks4Request):
@@ -274,45 +299,30 @@ class Session:
         record["destination"] = str(destination)
         return request
 
+    def decide(
+        self, command: Command, destination: Address | None, resolved: IPAddress | None = None
+    ) -> Decision:
+        """The `[[socks]]` rules' decision on a request, an address its name resolved to
+        (`resolved`), a BIND peer or a UDP datagram; writes nothing. A block names its rule."""
+        request = rule_request(
+            self.client_ip, self.listener, self.user, command, destination, resolved
+        )
+        return decide_rules(self.services.rules, request)
+
     def authorize(
         self, command: Command, destination: Address | None, *, resolved: IPAddress | None = None
     ) -> None:
-        """Apply the `[[socks]]` rules to a request, a resolved address, a BIND peer or a UDP
-        datagram. A domain destination is checked by name alone (before resolving) and again
-        with each address it resolved to (`resolved`).
+        """Apply the `[[socks]]` rules to the request itself. A domain destination is checked
+        by name alone (before resolving) and again with each address it resolved to
+        (`resolved`).
 
         Raises:
-            NotAllowed: a block rule (or the default) decided; its name goes to the log.
+            NotAllowed: a block rule (or the default) decided; its name goes to the record.
         """
-        client_ip = self.peer.host
-        assert not isinstance(client_ip, proto.DomainName)
-        name = address = port = None
-        if destination is not None:
-            port = destination.port
-            if isinstance(destination.host, proto.DomainName):
-                name = str(destination.host)
-                address = resolved
-            else:
-                address = destination.host
-            if address is not None:  # ::ffff:a.b.c.d is a.b.c.d to the rules
-                address = unmapped(address)
-        decision = self.server.rules.check_request(
-            RuleRequest(
-                client_ip,
-                self.listener,
-                self.user,
-                command,
-                name,
-                address,
-                port,
-                has_destination=destination is not None,
-            )
-        )
+        decision = self.decide(command, destination, resolved)
         if not decision.allowed:
-            rule = decision.rule or "rules.socks_default"
-            self.record["rule"] = rule
-            target = f"{destination}" + (f" ({resolved})" if resolved is not None else "")
-            raise NotAllowed(f"{command.name.lower()} to {target or '-'} blocked by {rule}")
+            self.record["rule"] = decision.rule
+            raise NotAllowed(describe_block(command, destination, resolved, decision.rule))
 
     async def watch_control(self, *, keep: bool) -> None:
         """Return when the client closes its connection (it ends a BIND wait or a UDP
@@ -332,14 +342,13 @@ class Session:
         The session's task ends now; the tunnel owns both sockets, and when it ends it closes
         them, writes the access-log line and frees the slot. An idle tunnel costs no task.
         """
-        server = self.server
         self.upstream = upstream
-        server.tunnels.add(self)
+        self.tunnels.add(self)
         try:
             self.tunnel = self.engine.start(
                 self.client,
                 upstream,
-                idle_timeout=server.config.timeouts.idle,
+                idle_timeout=self.services.config.timeouts.idle,
                 early_data=self.connection.trailing_data + bytes(self.early_data),
                 done=self._relayed,
             )
@@ -347,7 +356,7 @@ class Session:
             self.early_data = _NO_EARLY_DATA
             del self.connection
         except BaseException:  # not started: the session ends the usual way
-            server.tunnels.discard(self)
+            self.tunnels.discard(self)
             self.upstream = None
             upstream.close()
             raise
@@ -356,7 +365,7 @@ class Session:
         self.record["bytes_up"] = result.bytes_up
         self.record["bytes_down"] = result.bytes_down
         self.record["outcome"] = result.reason
-        self.server.tunnels.discard(self)
+        self.tunnels.discard(self)
         if self.upstream is not None:
             self.upstream.close()
         # After EOF from both sides there is nothing unread to discard.
@@ -368,7 +377,7 @@ class Session:
             self.engine,
             self.client,
             upstream,
-            idle_timeout=self.server.config.timeouts.idle,
+            idle_timeout=self.services.config.timeouts.idle,
             early_data=self.connection.trailing_data + bytes(self.early_data),
         )
         self.record["bytes_up"] = result.bytes_up

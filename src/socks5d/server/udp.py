@@ -14,7 +14,8 @@ carrying the sender's address. Rules:
   door into the client.
 - FRAG other than X'00' is dropped: §7 "An implementation that does not support fragmentation
   MUST drop any datagram whose FRAG field is other than X'00'."
-- Everything dropped is counted; the count goes into the access log.
+- Everything dropped is counted; the count goes into the access log, and so does the rule that
+  blocked the last datagram the rules dropped.
 - §6: "A UDP association terminates when the TCP connection that the UDP ASSOCIATE request
   arrived on terminates." So does an association idle for `udp.idle_timeout`.
 """
@@ -29,9 +30,10 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from socks5d.errors import LocalProtocolError, NotAllowed, ProtocolError, Socks5Error
+from socks5d.errors import LocalProtocolError, ProtocolError, Socks5Error
+from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import Target, address_of, unmapped
 from socks5d.proto import (
@@ -43,11 +45,8 @@ from socks5d.proto import (
     decode_udp,
     encode_udp,
 )
-from socks5d.server.connect import Resolver
-
-if TYPE_CHECKING:
-    from socks5d.gss import Protection
-    from socks5d.server.session import Request, Session
+from socks5d.server.context import Request, Resolver, SessionContext
+from socks5d.server.rules import Decision
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +127,16 @@ class UdpAssociation(asyncio.DatagramProtocol):
         client_port: int | None,
         names: NameCache,
         family: int,
-        allowed: Callable[[Address, IPAddress | None], bool],
+        decide: Callable[[Address, IPAddress | None], Decision],
         protection: Protection | None = None,
     ) -> None:
         self.client_ip = client_ip
         #: GSS-API per-message protection of the client's datagrams (RFC 1961 §5)
         self.protection = protection
         #: the rules: may the client send to this destination (name, resolved address)?
-        self.allowed = allowed
+        self.decide = decide
+        #: the rule that blocked the last datagram the rules dropped
+        self.rule: str | None = None
         #: the client's source port; None until the first datagram locks it in
         self.client_port = client_port
         self.names = names
@@ -186,6 +187,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.dropped += 1
         log.debug("UDP relay for %s: dropped %s", self.client_ip, why)
 
+    def _allowed(self, destination: Address, resolved: IPAddress | None) -> bool:
+        decision = self.decide(destination, resolved)
+        if not decision.allowed:
+            self.rule = decision.rule
+        return decision.allowed
+
     def _from_client(self, data: bytes) -> None:
         try:
             if self.protection is not None:
@@ -206,7 +213,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             host = escape_octets(str(datagram.destination.host))
             self._drop(f"datagram to a bad destination name {host}: {exc.why}")
             return
-        if not self.allowed(destination, None):
+        if not self._allowed(destination, None):
             self._drop(f"datagram to {destination}: blocked by the rules")
             return
         if isinstance(destination.host, DomainName):
@@ -241,7 +248,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             host = unmapped(ipaddress.ip_address(sockaddr[0].partition("%")[0]))
             if self.family == socket.AF_INET6 or host.version == 4:
                 # the name was allowed; the address it resolved to must be too (rebinding)
-                if not self.allowed(name, host):
+                if not self._allowed(name, host):
                     self._drop(f"datagram to {name} ({host}): blocked by the rules")
                     return
                 self._send(host, sockaddr[1], data)
@@ -306,9 +313,9 @@ class UdpAssociation(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-def _advertised(session: Session, sock: socket.socket) -> Address:
+def _advertised(session: SessionContext, sock: socket.socket) -> Address:
     """BND.ADDR/BND.PORT: an address the client can send to (never a wildcard)."""
-    settings = session.server.config.udp
+    settings = session.services.config.udp
     port = sock.getsockname()[1]
     if settings.advertise_address is not None:
         return Address(ipaddress.ip_address(settings.advertise_address), port)
@@ -318,46 +325,43 @@ def _advertised(session: Session, sock: socket.socket) -> Address:
     return bound
 
 
-async def serve_udp_associate(session: Session, request: Request) -> None:
+async def serve_udp_associate(session: SessionContext, request: Request) -> None:
     """Open the association, reply with its address, serve it until the client leaves."""
-    server = session.server
-    client_ip = session.peer.host
-    assert not isinstance(client_ip, DomainName)
+    slots = session.services.udp_slots
+    client_ip = session.client_ip
     # RFC 1928 §6: "The DST.ADDR and DST.PORT fields contain the address and port that the
     # client expects to use to send UDP datagrams on for the association." Not a destination.
     requested_port = request.destination.port or None
-    refusal = server.udp_slots.acquire(client_ip)
+    refusal = slots.acquire(client_ip)
     if refusal is not None:
         raise Socks5Error(f"UDP associations: {refusal}")
     try:
         await _associate(session, client_ip, requested_port)
     finally:
-        server.udp_slots.release(client_ip)
+        slots.release(client_ip)
 
 
-def _allowed(session: Session) -> Callable[[Address, IPAddress | None], bool]:
-    def allowed(destination: Address, resolved: IPAddress | None) -> bool:
-        try:
-            session.authorize(Command.UDP_ASSOCIATE, destination, resolved=resolved)
-        except NotAllowed:
-            return False
-        return True
+def _decide(session: SessionContext) -> Callable[[Address, IPAddress | None], Decision]:
+    def decide(destination: Address, resolved: IPAddress | None) -> Decision:
+        return session.decide(Command.UDP_ASSOCIATE, destination, resolved)
 
-    return allowed
+    return decide
 
 
-async def _associate(session: Session, client_ip: IPAddress, requested_port: int | None) -> None:
-    server = session.server
+async def _associate(
+    session: SessionContext, client_ip: IPAddress, requested_port: int | None
+) -> None:
+    services = session.services
     loop = asyncio.get_running_loop()
-    sock = _relay_socket(server.config.udp.address)
+    sock = _relay_socket(services.config.udp.address)
     try:
         sock.setblocking(False)
         association = UdpAssociation(
             client_ip,
             requested_port,
-            NameCache(server.resolver),
+            NameCache(services.resolver),
             sock.family,
-            _allowed(session),
+            _decide(session),
             session.protection,
         )
         await loop.create_datagram_endpoint(lambda: association, sock=sock)
@@ -377,10 +381,12 @@ async def _associate(session: Session, client_ip: IPAddress, requested_port: int
             bytes_down=association.bytes_down,
             dropped=association.dropped,
         )
+        if association.rule is not None:  # the datagrams' rule, as for a refused request
+            session.record["rule"] = association.rule
 
 
-async def _serve(session: Session, association: UdpAssociation) -> str:
-    idle_timeout = session.server.config.udp.idle_timeout
+async def _serve(session: SessionContext, association: UdpAssociation) -> str:
+    idle_timeout = session.services.config.udp.idle_timeout
     control = asyncio.create_task(session.watch_control(keep=False))
     try:
         while True:
