@@ -21,17 +21,17 @@ from typing import Any
 from socks5d.errors import ConfigError
 from socks5d.gss import DEFAULT_SERVICE, INSTALL_HINT, LEVEL_NAMES
 from socks5d.proto.constants import AuthMethod, Command, ProtectionLevel
-from socks5d.server.rules import (
+from socks5d.rules import (
     ACTIONS,
     DomainPattern,
     PortRange,
     Rule,
     parse_network,
 )
-from socks5d.server.rules import (
+from socks5d.rules import (
     COMMANDS as RULE_COMMANDS,
 )
-from socks5d.server.rules import (
+from socks5d.rules import (
     Destination as Destination,
 )
 

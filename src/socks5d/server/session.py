@@ -23,14 +23,14 @@ from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
+from socks5d.rules import IPAddress
+from socks5d.rules import Request as RuleRequest
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import authenticate_userpass, choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
 from socks5d.server.gssapi import authenticate_gssapi
 from socks5d.server.relay import RelayEngine, RelayResult, Tunnel, relay
-from socks5d.server.rules import IPAddress
-from socks5d.server.rules import Request as RuleRequest
 from socks5d.server.udp import serve_udp_associate
 
 if TYPE_CHECKING:
