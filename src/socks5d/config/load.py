@@ -60,13 +60,19 @@ def _file_value(option: Option, value: Any, key: str, base_dir: Path | None) -> 
     return checked
 
 
-def _read_file(data: Mapping[str, Any], base_dir: Path | None, errors: ErrorList) -> dict[str, Any]:
-    """The file's settings, checked, by option key."""
+def _read_file(
+    data: Mapping[str, Any], base_dir: Path | None, given: Mapping[str, Any], errors: ErrorList
+) -> dict[str, Any]:
+    """The file's settings, checked, by option key.
+
+    A top-level setting whose flag is `given` is not read from the file: the flag replaces it.
+    The settings of a `[table]` are read and checked either way, then a flag overrides one.
+    """
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in TOP_KEYS:
             errors.messages.append(f"{key}: unknown setting")
-        elif key in BY_KEY:
+        elif key in BY_KEY and key not in given:
             with errors.collect():
                 values[key] = _file_value(BY_KEY[key], value, key, base_dir)
     for section in SECTIONS:
@@ -124,7 +130,7 @@ def build_config(
         socks4=socks4,
     )
     errors = ErrorList()
-    values = _read_file(data, base_dir, errors)
+    values = _read_file(data, base_dir, given, errors)
     for key, value in given.items():
         option = BY_KEY[key]
         with errors.collect():
@@ -145,8 +151,7 @@ def build_config(
         }
         sections[section] = replace(getattr(config, section), **settings)
     sections["rules"] = replace(sections["rules"], client=client, socks=socks, groups=groups)
-    top = {o.name: values[o.key] for o in OPTIONS if not o.section and o.key in values}
-    top["users_file"] = top.pop("users", None)
+    top = {o.attribute: values[o.key] for o in OPTIONS if not o.section and o.key in values}
     config = replace(config, **top, **sections)
     _check_whole(config)
     return config

@@ -24,6 +24,7 @@ from socks5d.config.schema import (
     ServerConfig,
 )
 from socks5d.gss import LEVEL_NAMES
+from socks5d.proto.constants import AuthMethod, ProtectionLevel
 from socks5d.rules import ACTIONS
 
 
@@ -51,6 +52,8 @@ class Option:
     is_path: bool = False
     #: the default as the README states it, when the dataclass's value does not say it all
     default_text: str | None = None
+    #: the dataclass field holding the value, when it is not named as the key
+    field: str | None = None
     #: False for a removed setting, still declared so that its use is refused with a reason
     listed: bool = True
 
@@ -65,10 +68,16 @@ class Option:
         return self.key.rpartition(".")[2]
 
     @property
+    def attribute(self) -> str:
+        """The field of `ServerConfig` (or of its section's dataclass) that holds the value."""
+        return self.field or self.name
+
+    @property
     def default(self) -> Any:
         """The value when neither the file nor a flag gives one, from `schema.py`."""
         defaults = ServerConfig()
-        return getattr(getattr(defaults, self.section) if self.section else defaults, self.name)
+        holder = getattr(defaults, self.section) if self.section else defaults
+        return getattr(holder, self.attribute)
 
 
 #: Why the delay before answering a failed login is gone.
@@ -92,13 +101,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "auth",
         checks.auth_methods,
-        "accepted methods in the server's order of preference: `none`, `userpass`, `gssapi`",
+        "accepted methods in the server's order of preference: `none`, `userpass`, `gssapi`; "
+        '`["userpass"]` when `users` is given and `auth` is not',
         flag="--auth",
         choices=tuple(AUTH_METHODS),
         repeat=True,
         flag_help="accepted method, repeatable, in order of preference "
         "(default: none, or userpass alone when --users is given)",
-        default_text='`["none"]`, or `["userpass"]` when `users` is given',
     ),
     Option(
         "users",
@@ -108,6 +117,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="FILE",
         is_path=True,
         flag_help="users file (see `socks5d passwd`)",
+        field="users_file",
     ),
     Option(
         "allow_open_proxy",
@@ -325,15 +335,17 @@ TOP_KEYS: frozenset[str] = frozenset(
 )
 
 
-#: The file's spelling of enum values.
-_NAMES: dict[Any, str] = {
-    **{method: name for name, method in AUTH_METHODS.items()},
-    **{level: name for name, level in LEVEL_NAMES.items()},
+#: The file's spelling of enum values (by type: IntEnums of equal value are equal).
+_NAMES: dict[type, dict[Any, str]] = {
+    AuthMethod: {method: name for name, method in AUTH_METHODS.items()},
+    ProtectionLevel: {level: name for name, level in LEVEL_NAMES.items()},
 }
 
 
 def _toml(value: Any) -> str:
     """A default as one writes it in the file."""
+    if type(value) in _NAMES:
+        return f'"{_NAMES[type(value)][value]}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -341,7 +353,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, tuple | frozenset):
         items = sorted(value) if isinstance(value, frozenset) else value
         return "[" + ", ".join(_toml(item) for item in items) + "]"
-    return f'"{_NAMES.get(value, value)}"'
+    return f'"{value}"'
 
 
 def _cell(text: str) -> str:
@@ -363,5 +375,5 @@ def markdown_table() -> str:
         flag = f"`{option.flag}`" if option.flag else ""
         lines.append(f"| `{option.key}` | {default} | {flag} | {_cell(option.help)} |")
     for key, meaning in TABLES.items():
-        lines.append(f"| `{key}` | none | | {_cell(meaning)} |")
+        lines.append(f"| `{key}` | empty | | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
