@@ -20,7 +20,7 @@ from socks5d.errors import ConfigError
 from socks5d.names import canonical_name
 from socks5d.net import unmapped as unmap
 from socks5d.proto import Command
-from socks5d.server.rules import (
+from socks5d.rules import (
     Decision,
     DomainPattern,
     PortRange,

@@ -21,14 +21,7 @@ from pathlib import Path
 
 from socks5d import __version__
 from socks5d.client import sync
-from socks5d.config import (
-    AUTH_METHODS,
-    EVENT_LOOPS,
-    LOG_FORMATS,
-    RELAY_ENGINES,
-    ServerConfig,
-    load_config,
-)
+from socks5d.config import ServerConfig, add_flags, flag_values, load_config
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.gss import acceptor_credentials
 from socks5d.proto import AuthMethod
@@ -53,68 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the proxy server in the foreground")
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
-    serve.add_argument(
-        "--listen",
-        action="append",
-        metavar="HOST:PORT",
-        help="address to listen on, repeatable; [::1]:1080 for IPv6 (default 127.0.0.1:1080)",
-    )
-    serve.add_argument(
-        "--auth",
-        action="append",
-        choices=list(AUTH_METHODS),
-        help="accepted method, repeatable, in order of preference "
-        "(default: none, or userpass alone when --users is given)",
-    )
-    serve.add_argument("--users", metavar="FILE", help="users file (see `socks5d passwd`)")
-    serve.add_argument("--log-format", choices=LOG_FORMATS, help="log line format (default text)")
-    serve.add_argument(
-        "--allow-open-proxy",
-        action="store_true",
-        default=None,
-        help="allow no-auth on a non-loopback address (an open proxy)",
-    )
-
-    serve.add_argument(
-        "--no-socks4",
-        dest="socks4",
-        action="store_false",
-        default=None,
-        help="do not serve SOCKS4/4a clients (served by default while no-auth is allowed)",
-    )
-
-    serve.add_argument(
-        "--workers",
-        metavar="N",
-        help='worker processes sharing the listeners (SO_REUSEPORT); "auto": one per CPU '
-        "(default 1)",
-    )
-    serve.add_argument(
-        "--loop",
-        choices=EVENT_LOOPS,
-        help="event loop; auto: uvloop when installed, pip install 'socks5d[fast]' (default auto)",
-    )
-    serve.add_argument(
-        "--relay",
-        choices=RELAY_ENGINES,
-        help="relay engine; auto: splice (zero-copy) on Linux, else portable (default auto)",
-    )
-    serve.add_argument(
-        "--gssapi-keytab",
-        metavar="FILE",
-        help="keytab with the GSS-API service key (default: KRB5_KTNAME, else the system's)",
-    )
-    serve.add_argument(
-        "--gssapi-service",
-        metavar="NAME",
-        help="GSS-API service name; clients ask for NAME/<proxy host> (default rcmd)",
-    )
-    serve.add_argument(
-        "--gssapi-levels",
-        metavar="LIST",
-        help="protection levels granted, comma-separated from clear,integrity,confidentiality "
-        "(default integrity,confidentiality)",
-    )
+    add_flags(serve)  # one per option declared with a flag (socks5d.config.options)
 
     passwd = commands.add_parser("passwd", help="add a user or change a user's password")
     passwd.add_argument("file", type=Path, metavar="FILE", help="users file, created if missing")
@@ -158,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "udp":
             return _udp(args.proxy, args.host, args.port, args.timeout)
         return _check_config(args.file)
-    except ConfigError as exc:
-        print(f"socks5d: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # one line per error found
+        for line in str(exc).splitlines() or [""]:
+            print(f"socks5d: {line}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:  # Socks5Error is an OSError or carries its message
         print(f"socks5d: {exc}", file=sys.stderr)
@@ -171,21 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     def load(*, warn: bool = True) -> tuple[ServerConfig, UserDatabase | None]:
-        config = load_config(
-            args.config,
-            listen=args.listen,
-            auth=args.auth,
-            users=args.users,
-            log_format=args.log_format,
-            allow_open_proxy=args.allow_open_proxy,
-            socks4=args.socks4,
-            performance={"workers": args.workers, "event_loop": args.loop, "relay": args.relay},
-            gssapi={
-                "keytab": args.gssapi_keytab,
-                "service": args.gssapi_service,
-                "levels": args.gssapi_levels,
-            },
-        )
+        config = load_config(args.config, flag_values(args))
         if config.users_file is None:
             return config, None
         users = UserDatabase.load(config.users_file)

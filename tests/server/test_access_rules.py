@@ -26,10 +26,10 @@ import pytest
 
 from socks5d.config import build_config
 from socks5d.proto import Address, Command, CommandReply, DomainName, Reply, UdpDatagram
+from socks5d.rules import Request
 from socks5d.server import Server
 from socks5d.server.connect import Target
 from socks5d.server.listen import own_addresses
-from socks5d.server.rules import Request
 
 from .raw_client import (
     IO_TIMEOUT,

@@ -30,11 +30,11 @@ from socks5d.gss import Protection
 from socks5d.net import Target, unmapped
 from socks5d.proto import Address, Command, DomainName, Reply
 from socks5d.relay import RelayEngine
+from socks5d.rules import Decision, RuleSet
+from socks5d.rules import Request as RuleRequest
 from socks5d.server.accesslog import AccessRecord
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.passwords import Authenticator
-from socks5d.server.rules import Decision, RuleSet
-from socks5d.server.rules import Request as RuleRequest
 
 if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is offered
     import gssapi

@@ -25,12 +25,12 @@ from socks5d.net import address_of, format_peer
 from socks5d.proto import DomainName
 from socks5d.proto.constants import AuthMethod
 from socks5d.relay import RelayEngine, select_engine
+from socks5d.rules import RuleSet, private_destinations_rule
 from socks5d.server.connect import system_resolver
 from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.passwords import Authenticator
-from socks5d.server.rules import RuleSet, private_destinations_rule
 from socks5d.server.session import Session
 from socks5d.users import UserDatabase
 

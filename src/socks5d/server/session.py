@@ -28,6 +28,7 @@ from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, Stat
 from socks5d.proto.events import _NeedData
 from socks5d.relay import RelayEngine, RelayResult, Tunnel, relay
 from socks5d.relay.protected import ProtectedEngine
+from socks5d.rules import Decision
 from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
 from socks5d.server.auth import AUTHENTICATORS, choose_method
 from socks5d.server.bind import serve_bind
@@ -35,7 +36,6 @@ from socks5d.server.connect import serve_connect
 from socks5d.server.context import CommandHandler, IPAddress, Services, describe_block, rule_request
 from socks5d.server.context import Request as Request
 from socks5d.server.context import decide as decide_rules
-from socks5d.server.rules import Decision
 from socks5d.server.udp import serve_udp_associate
 
 log = logging.getLogger(__name__)

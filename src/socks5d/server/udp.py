@@ -45,8 +45,8 @@ from socks5d.proto import (
     decode_udp,
     encode_udp,
 )
+from socks5d.rules import Decision
 from socks5d.server.context import Request, Resolver, SessionContext
-from socks5d.server.rules import Decision
 
 log = logging.getLogger(__name__)
 
