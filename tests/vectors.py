@@ -1,7 +1,7 @@
 """Wire fixtures from the RFCs, each paired with the event it decodes to.
 
 The bytes are written out as the RFC diagrams lay them out (hex, in field order), not built
-from `socks5d.proto.constants`: a fixture derived from the code under test would agree with
+from `socks5d.constants`: a fixture derived from the code under test would agree with
 any mistake in it.
 
 RFC 1928 (SOCKS5), RFC 1929 (username/password), RFC 1961 (GSS-API framing only),

@@ -10,7 +10,7 @@ import errno
 import socket
 from typing import ClassVar
 
-from socks5d.proto.constants import Reply
+from socks5d.constants import Reply
 
 
 class Socks5Error(Exception):

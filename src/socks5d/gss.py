@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from socks5d.constants import ProtectionLevel
 from socks5d.errors import AuthFailed, ConfigError, LocalProtocolError, ProtocolError
-from socks5d.proto.constants import ProtectionLevel
 from socks5d.proto.gssapi import (
     MAX_TOKEN_LENGTH,
     EncapsulatedStream,

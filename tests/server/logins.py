@@ -16,8 +16,8 @@ from typing import Any
 
 from conftest import RunningServer
 from socks5d.config import build_config
+from socks5d.constants import USERPASS_VERSION
 from socks5d.proto import SOCKS5_VERSION, AuthMethod
-from socks5d.proto.constants import USERPASS_VERSION
 from socks5d.server import Server
 from socks5d.users import DEFAULT_COST, UserDatabase, hash_password
 

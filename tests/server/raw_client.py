@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from socks5d.constants import USERPASS_VERSION
 from socks5d.proto import (
     NEED_DATA,
     SOCKS5_VERSION,
@@ -35,7 +36,6 @@ from socks5d.proto import (
     encode_udp,
 )
 from socks5d.proto.buffer import Cursor, NeedData
-from socks5d.proto.constants import USERPASS_VERSION
 from socks5d.proto.rfc1928 import decode_reply, encode_request
 from socks5d.proto.socks4 import decode_socks4_response, encode_socks4_request
 

@@ -11,8 +11,8 @@ import socket
 
 import pytest
 
+from socks5d.constants import USERPASS_VERSION, UserPassStatus
 from socks5d.proto import SOCKS5_VERSION, Address, AuthMethod, Command, Reply
-from socks5d.proto.constants import USERPASS_VERSION, UserPassStatus
 
 from .raw_client import (
     connect,

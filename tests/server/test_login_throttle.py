@@ -21,8 +21,8 @@ from contextlib import ExitStack
 import pytest
 
 from conftest import START_TIMEOUT, RunningServer
+from socks5d.constants import USERPASS_VERSION
 from socks5d.proto import Command, Reply
-from socks5d.proto.constants import USERPASS_VERSION
 
 from .logins import (
     CLIENT,

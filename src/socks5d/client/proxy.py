@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from socks5d.proto.constants import ProtectionLevel
+from socks5d.constants import ProtectionLevel
 
 #: URL scheme -> (SOCKS version, whether the proxy resolves names)
 SCHEMES: dict[str, tuple[int, bool]] = {

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from socks5d.config.schema import AUTH_METHODS, ListenAddress
+from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.errors import ConfigError
 from socks5d.gss import LEVEL_NAMES
-from socks5d.proto.constants import AuthMethod, ProtectionLevel
 
 #: `check(value, key)`: the checked value, or a `ConfigError` naming `key`.
 Check = Callable[[Any, str], Any]

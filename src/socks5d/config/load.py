@@ -22,9 +22,9 @@ from socks5d.config.checks import ErrorList
 from socks5d.config.options import BY_KEY, OPTIONS, SECTIONS, TOP_KEYS, Option
 from socks5d.config.rules_table import TABLES, parse_rule_tables
 from socks5d.config.schema import ListenAddress, ServerConfig
+from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.errors import ConfigError
 from socks5d.gss import INSTALL_HINT
-from socks5d.proto.constants import AuthMethod, ProtectionLevel
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from socks5d.config.schema import (
     RELAY_ENGINES,
     ServerConfig,
 )
+from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.gss import LEVEL_NAMES
-from socks5d.proto.constants import AuthMethod, ProtectionLevel
 from socks5d.rules import ACTIONS
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from socks5d.config.checks import ErrorList, choice, parse_listen, string_list
+from socks5d.constants import Command
 from socks5d.errors import ConfigError
-from socks5d.proto.constants import Command
 from socks5d.rules import (
     ACTIONS,
     COMMANDS,

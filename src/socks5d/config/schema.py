@@ -12,8 +12,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.gss import DEFAULT_SERVICE
-from socks5d.proto.constants import AuthMethod, ProtectionLevel
 from socks5d.relay import CHOICES as RELAY_CHOICES
 from socks5d.rules import Rule
 

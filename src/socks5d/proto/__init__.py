@@ -4,10 +4,7 @@ No sockets, no asyncio, no logging, no clocks here: the server and client packag
 decide policy. Shared by both.
 """
 
-from socks5d.proto.address import Address, DomainName, Host, decode_address, encode_address
-from socks5d.proto.client import ClientConnection
-from socks5d.proto.connection import State
-from socks5d.proto.constants import (
+from socks5d.constants import (
     SOCKS4_VERSION,
     SOCKS5_VERSION,
     AddressType,
@@ -19,6 +16,9 @@ from socks5d.proto.constants import (
     Socks4Reply,
     UserPassStatus,
 )
+from socks5d.proto.address import Address, DomainName, Host, decode_address, encode_address
+from socks5d.proto.client import ClientConnection
+from socks5d.proto.connection import State
 from socks5d.proto.events import (
     NEED_DATA,
     AuthResult,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from socks5d.constants import AddressType
 from socks5d.errors import AddressTypeNotSupported, LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.constants import AddressType
 
 
 class DomainName(str):

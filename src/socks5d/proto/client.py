@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from socks5d.constants import AuthMethod
 from socks5d.errors import ProtocolError
 from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
-from socks5d.proto.constants import AuthMethod
 from socks5d.proto.events import (
     AuthResult,
     CommandReply,

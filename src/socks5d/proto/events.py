@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from socks5d.proto.address import Address
-from socks5d.proto.constants import (
+from socks5d.constants import (
     AuthMethod,
     Command,
     GssapiMessageType,
@@ -19,6 +18,7 @@ from socks5d.proto.constants import (
     Socks4Reply,
     UserPassStatus,
 )
+from socks5d.proto.address import Address
 
 
 class _NeedData:

@@ -12,9 +12,9 @@ and per-message protection need a GSS-API library and live outside `proto`.
 
 from __future__ import annotations
 
+from socks5d.constants import GSSAPI_VERSION, GssapiMessageType
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor, NeedData, ReceiveBuffer
-from socks5d.proto.constants import GSSAPI_VERSION, GssapiMessageType
 from socks5d.proto.events import GssapiToken
 
 #: "up to 2^16 - 1 octets"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from socks5d.constants import RESERVED, SOCKS5_VERSION, Command, Reply
 from socks5d.errors import CommandNotSupported, LocalProtocolError, ProtocolError
 from socks5d.proto.address import decode_address, encode_address
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.constants import RESERVED, SOCKS5_VERSION, Command, Reply
 from socks5d.proto.events import CommandReply, CommandRequest, Greeting, MethodSelected
 
 

@@ -10,9 +10,9 @@ RFC 1929 §2:
 
 from __future__ import annotations
 
+from socks5d.constants import USERPASS_VERSION
 from socks5d.errors import LocalProtocolError, ProtocolError
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.constants import USERPASS_VERSION
 from socks5d.proto.events import AuthResult, UserPassAuth
 
 _ENCODING = "utf-8"

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from socks5d.errors import LocalProtocolError, ProtocolError
-from socks5d.proto.buffer import Cursor
-from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
-from socks5d.proto.constants import (
+from socks5d.constants import (
     SOCKS4_VERSION,
     SOCKS5_VERSION,
     AuthMethod,
 )
+from socks5d.errors import LocalProtocolError, ProtocolError
+from socks5d.proto.buffer import Cursor
+from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
 from socks5d.proto.events import (
     AuthResult,
     CommandReply,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from socks5d.constants import SOCKS4_REPLY_VERSION, SOCKS4_VERSION, Command, Socks4Reply
 from socks5d.errors import CommandNotSupported, LocalProtocolError, ProtocolError
 from socks5d.proto.address import MAX_DOMAIN_LENGTH, Address, DomainName
 from socks5d.proto.buffer import Cursor
-from socks5d.proto.constants import SOCKS4_REPLY_VERSION, SOCKS4_VERSION, Command, Socks4Reply
 from socks5d.proto.events import Socks4Request, Socks4Response
 
 #: The longest USERID we read; the spec sets none, real ones are short login names.

@@ -5,9 +5,9 @@ The server applies them to messages it sends, the client to the same messages it
 
 from __future__ import annotations
 
+from socks5d.constants import AuthMethod, Command, GssapiMessageType, Reply, Socks4Reply
 from socks5d.errors import LocalProtocolError
 from socks5d.proto.connection import Connection, State
-from socks5d.proto.constants import AuthMethod, Command, GssapiMessageType, Reply, Socks4Reply
 from socks5d.proto.events import AuthResult, CommandReply, GssapiToken, Socks4Response
 
 STATE_AFTER_METHOD = {

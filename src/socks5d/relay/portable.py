@@ -13,7 +13,7 @@ import socket
 from collections.abc import Awaitable
 
 from socks5d.errors import Socks5Error
-from socks5d.relay import DoneCallback, RelayResult, Tunnel, shutdown_write
+from socks5d.relay.seam import DoneCallback, RelayResult, Tunnel, shutdown_write
 
 #: Bytes read per receive call.
 READ_SIZE = 64 * 1024

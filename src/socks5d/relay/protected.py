@@ -9,8 +9,8 @@ import asyncio
 import socket
 from typing import TYPE_CHECKING
 
-from socks5d.relay import shutdown_write
 from socks5d.relay.portable import READ_SIZE, PortableEngine, TunnelState
+from socks5d.relay.seam import shutdown_write
 
 if TYPE_CHECKING:
     from socks5d.gss import Protection

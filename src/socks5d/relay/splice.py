@@ -14,7 +14,7 @@ import fcntl
 import os
 import socket
 
-from socks5d.relay import DoneCallback, RelayResult, Tunnel, shutdown_write
+from socks5d.relay.seam import DoneCallback, RelayResult, Tunnel, shutdown_write
 
 #: splice(2) flags: move pages rather than copy; never block (the sockets are non-blocking too).
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from types import TracebackType
 
 from socks5d import proto
+from socks5d.constants import AuthMethod
 from socks5d.errors import AuthFailed, ProtocolError
-from socks5d.proto.constants import AuthMethod
 from socks5d.server.context import AuthenticationMethod, SessionContext
 from socks5d.server.gssapi import authenticate_gssapi
 from socks5d.server.hashing import PoolFull

@@ -9,11 +9,11 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
+from socks5d.constants import Command, Reply
 from socks5d.errors import Socks5Error, error_for_oserror
 from socks5d.net import Target as Target
 from socks5d.net import address_of, connect_first, interleave
 from socks5d.proto.address import Address, DomainName
-from socks5d.proto.constants import Command, Reply
 from socks5d.server.context import Request, SessionContext
 from socks5d.server.context import Resolver as Resolver
 

@@ -19,11 +19,11 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from socks5d.config import ListenAddress, ServerConfig, open_proxy_refusal
+from socks5d.constants import AuthMethod
 from socks5d.errors import ConfigError
 from socks5d.gss import acceptor_credentials
 from socks5d.net import address_of, format_peer
 from socks5d.proto import DomainName
-from socks5d.proto.constants import AuthMethod
 from socks5d.relay import RelayEngine, select_engine
 from socks5d.rules import RuleSet, private_destinations_rule
 from socks5d.server.connect import system_resolver
