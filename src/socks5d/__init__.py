@@ -1,6 +1,5 @@
 """socks5d: a SOCKS5 proxy server and client library (RFC 1928, RFC 1929, RFC 1961, SOCKS4/4a)."""
 
-# proto first: errors.py needs proto.constants, and proto needs errors.
 from socks5d import proto
 from socks5d.errors import (
     AddressTypeNotSupported,
