@@ -13,34 +13,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import math
 import socket
-from itertools import pairwise
 from types import TracebackType
 from typing import Any
 
 from socks5d.client.handshake import (
     READ,
     Link,
-    Steps,
-    destination_for,
-    negotiate,
     second_reply,
     take_event,
     unwrap_datagram,
-    usable_address,
     wrap_datagram,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.client.route import (
+    Dial,
+    Lookup,
+    NextHop,
+    Position,
+    Walk,
+    destination,
+    resolved_here,
+    walk,
+)
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import Target, address_of, connect_first, interleave
+from socks5d.net import Target, address_of, connect_first, lookup
 from socks5d.proto import (
     Address,
     AddressType,
     Command,
-    DomainName,
     Event,
     UdpDatagram,
 )
@@ -92,49 +95,49 @@ async def _read_event(sock: socket.socket, link: Link) -> Event:
             return event
 
 
-async def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
+async def _drive(
+    steps: Walk, at: Position, deadline: asyncio.Timeout | None = None, timeout: float = 0.0
+) -> Address:
+    """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; with `deadline`, each
+    hop gets `timeout` seconds from its start.
+    """
     loop = asyncio.get_running_loop()
-    message: Event | None = None
-    try:
-        while True:
+    message: Event | list[Target] | None = None
+    while True:
+        try:
             step = steps.send(message)
-            if step is READ:
-                message = await _read_event(sock, link)
-            else:
-                assert isinstance(step, bytes)
-                await loop.sock_sendall(sock, link.outgoing(step))
-                message = None
-    except StopIteration as done:
-        bound: Address = done.value
-        return bound
+        except StopIteration as done:
+            bound: Address = done.value
+            return bound
+        message = None
+        if isinstance(step, Lookup):
+            message = await lookup(step.host, step.port)
+        elif isinstance(step, Dial):
+            at.sock = await _dial(step)
+        elif isinstance(step, NextHop):
+            if deadline is not None:
+                deadline.reschedule(loop.time() + timeout)
+            at.enter(step, _bridge)
+        elif step is READ:
+            message = await _read_event(at.connected, at.link)
+        else:
+            assert isinstance(step, bytes)
+            await loop.sock_sendall(at.connected, at.link.outgoing(step))
 
 
-async def _resolve(host: str, port: int) -> list[Target]:
+async def _dial(step: Dial) -> socket.socket:
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        return interleave([(family, sockaddr) for family, _, _, _, sockaddr in infos])  # type: ignore[misc]
-    if address.version == 6:
-        return [(socket.AF_INET6, (host, port, 0, 0))]
-    return [(socket.AF_INET, (host, port))]
+        return await connect_first(step.targets)
+    except Socks5Error as exc:
+        # The proxy itself is unreachable: an OSError like any failed connect, not a reply.
+        builtin = ConnectionRefusedError if isinstance(exc, ConnectionRefusedError) else OSError
+        raise builtin(f"cannot reach proxy {step.proxy.url}: {exc}") from exc
 
 
 async def _destination(proxy: Proxy, host: str, port: int) -> Address:
-    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
-    resolved here (socks5, socks4).
-    """
-    address = Address.from_host(host, port)
-    if isinstance(address.host, DomainName) and not proxy.remote_dns:
-        targets = await _resolve(host, port)
-        if proxy.version == 4:
-            targets = [t for t in targets if t[0] == socket.AF_INET]
-        if not targets:
-            raise socket.gaierror(socket.EAI_NONAME, f"no usable address for {host}")
-        return Address.from_host(targets[0][1][0], port)
-    return destination_for(proxy, host, port)
+    """DST.ADDR for a datagram to `host`:`port` (see `route.destination`)."""
+    targets = await lookup(host, port) if resolved_here(proxy, host) else []
+    return destination(proxy, host, port, targets)
 
 
 #: Bridges to protected proxies, kept until they end.
@@ -170,45 +173,28 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
 async def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float
 ) -> tuple[socket.socket, Link, Address]:
-    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the socket, the last handshake's link and the (first) reply's address. A
-    hop with per-message protection carries the next hops inside it (`_bridge`).
+    """Walk `chain` (`route.walk`), connecting to the first proxy and each handshake within
+    `timeout` seconds. Returns the socket, the last handshake's link and the (first) reply's
+    address. A hop with per-message protection carries the next hops inside it (`_bridge`).
     """
-    first = chain[0]
+    at = Position()
     try:
-        async with asyncio.timeout(timeout):
-            sock = await connect_first(await _resolve(first.host, first.port))
-    except Socks5Error as exc:
-        # The proxy itself is unreachable: an OSError like any failed connect, not a reply.
-        builtin = ConnectionRefusedError if isinstance(exc, ConnectionRefusedError) else OSError
-        raise builtin(f"cannot reach proxy {first.url}: {exc}") from exc
+        async with asyncio.timeout(timeout) as deadline:
+            bound = await _drive(walk(chain, command, host, port), at, deadline, timeout)
+    except Socks5Error:
+        at.close()
+        raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
-        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout:g} s") from None
-    try:
-        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
-        hops.append((chain[-1], command, host, port))
-        link = Link()
-        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
-            if index and link.protection is not None:
-                sock = _bridge(sock, link)
-            link = Link()
-            try:
-                async with asyncio.timeout(timeout):
-                    destination = await _destination(proxy, hop_host, hop_port)
-                    bound = await _drive(
-                        negotiate(link, proxy, hop_command, destination), sock, link
-                    )
-            except Socks5Error:
-                raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
-            except TimeoutError:
-                raise ProxyTimeout(
-                    f"no reply from proxy {proxy.url} within {timeout:g} s"
-                ) from None
-        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
-        return sock, link, usable_address(bound, str(proxy_ip))
+        at.close()
+        if at.sock is None or at.proxy is None:
+            raise ProxyTimeout(
+                f"no connection to proxy {chain[0].url} within {timeout:g} s"
+            ) from None
+        raise ProxyTimeout(f"no reply from proxy {at.proxy.url} within {timeout:g} s") from None
     except BaseException:
-        sock.close()
+        at.close()
         raise
+    return at.connected, at.link, at.reply_address(bound)
 
 
 async def connect(
@@ -262,7 +248,7 @@ class Binding:
         """Wait for the second reply; return the socket, now connected to the peer."""
         try:
             async with asyncio.timeout(timeout):
-                self.peer = await _drive(second_reply(), self._sock, self._link)
+                self.peer = await _drive(second_reply(), Position(self._link, self._sock))
         except TimeoutError as exc:
             self.close()
             if isinstance(exc, Socks5Error):

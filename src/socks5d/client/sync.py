@@ -16,30 +16,34 @@ import select
 import socket
 import threading
 import time
-from itertools import pairwise
 from types import TracebackType
 
 from socks5d.client.handshake import (
     READ,
     Link,
-    Steps,
-    destination_for,
-    negotiate,
     second_reply,
     take_event,
     unwrap_datagram,
-    usable_address,
     wrap_datagram,
 )
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.client.route import (
+    Dial,
+    Lookup,
+    NextHop,
+    Position,
+    Walk,
+    destination,
+    resolved_here,
+    walk,
+)
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import address_of
+from socks5d.net import Target, address_of, lookup_blocking
 from socks5d.proto import (
     Address,
     AddressType,
     Command,
-    DomainName,
     Event,
     UdpDatagram,
 )
@@ -72,36 +76,59 @@ def _read_event(sock: socket.socket, link: Link) -> Event:
             return event
 
 
-def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
-    message: Event | None = None
+def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
+    """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; `timeout` bounds each
+    connect and each blocking call on the socket.
+    """
+    message: Event | list[Target] | None = None
     try:
         while True:
-            step = steps.send(message)
-            if step is READ:
-                message = _read_event(sock, link)
+            try:
+                step = steps.send(message)
+            except StopIteration as done:
+                bound: Address = done.value
+                return bound
+            message = None
+            if isinstance(step, Lookup):
+                message = lookup_blocking(step.host, step.port)
+            elif isinstance(step, Dial):
+                at.sock = _dial(step, timeout)
+            elif isinstance(step, NextHop):
+                at.enter(step, _bridge)
+                at.connected.settimeout(timeout)
+            elif step is READ:
+                message = _read_event(at.connected, at.link)
             else:
                 assert isinstance(step, bytes)
-                sock.sendall(link.outgoing(step))
-                message = None
-    except StopIteration as done:
-        bound: Address = done.value
-        return bound
+                at.connected.sendall(at.link.outgoing(step))
     except Socks5Error:
         raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
         raise ProxyTimeout("no answer from the proxy in time") from None
 
 
+def _dial(step: Dial, timeout: float | None) -> socket.socket:
+    """Connect to the proxy's addresses in turn, as `socket.create_connection` does."""
+    error: OSError = OSError(f"no address for proxy {step.proxy.url}")
+    for family, address in step.targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if isinstance(error, TimeoutError):
+        raise ProxyTimeout(f"no connection to proxy {step.proxy.url} within {timeout} s") from None
+    raise error
+
+
 def _destination(proxy: Proxy, host: str, port: int) -> Address:
-    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
-    resolved here (socks5, socks4).
-    """
-    address = Address.from_host(host, port)
-    if isinstance(address.host, DomainName) and not proxy.remote_dns:
-        family = socket.AF_INET if proxy.version == 4 else socket.AF_UNSPEC
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-        return Address.from_host(str(infos[0][4][0]), port)
-    return destination_for(proxy, host, port)
+    """DST.ADDR for a datagram to `host`:`port` (see `route.destination`)."""
+    targets = lookup_blocking(host, port) if resolved_here(proxy, host) else []
+    return destination(proxy, host, port, targets)
 
 
 def _bridge(sock: socket.socket, link: Link) -> socket.socket:
@@ -129,31 +156,17 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
 def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
 ) -> tuple[socket.socket, Link, Address]:
-    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the (blocking) socket, the last handshake's link and the reply address. A
-    hop with per-message protection carries the next hops inside it (`_bridge`).
+    """Walk `chain` (`route.walk`) with `timeout` on each connect and socket call. Returns
+    the (blocking) socket, the last handshake's link and the reply address. A hop with
+    per-message protection carries the next hops inside it (`_bridge`).
     """
-    first = chain[0]
+    at = Position()
     try:
-        sock = socket.create_connection((first.host, first.port), timeout=timeout)
-    except TimeoutError:
-        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout} s") from None
-    try:
-        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
-        hops.append((chain[-1], command, host, port))
-        link = Link()
-        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
-            if index and link.protection is not None:
-                sock = _bridge(sock, link)
-                sock.settimeout(timeout)
-            link = Link()
-            destination = _destination(proxy, hop_host, hop_port)
-            bound = _drive(negotiate(link, proxy, hop_command, destination), sock, link)
-        sock.settimeout(None)
-        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
-        return sock, link, usable_address(bound, str(proxy_ip))
+        bound = _drive(walk(chain, command, host, port), at, timeout)
+        at.connected.settimeout(None)
+        return at.connected, at.link, at.reply_address(bound)
     except BaseException:
-        sock.close()
+        at.close()
         raise
 
 
@@ -203,7 +216,7 @@ class Binding:
         """Wait for the second reply; return the socket, now connected to the peer."""
         self._sock.settimeout(timeout)
         try:
-            self.peer = _drive(second_reply(), self._sock, self._link)
+            self.peer = _drive(second_reply(), Position(self._link, self._sock))
         except BaseException:
             self.close()
             raise
