@@ -18,42 +18,34 @@ import socket
 from types import TracebackType
 from typing import Any
 
-from socks5d.client.handshake import (
-    READ,
-    Link,
-    second_reply,
-    take_event,
-    unwrap_datagram,
-    wrap_datagram,
-)
+from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.client.route import (
+    BindingBase,
     Dial,
     Lookup,
     NextHop,
     Position,
+    Stepper,
     Walk,
     destination,
     resolved_here,
+    udp_chain,
     walk,
+)
+from socks5d.client.wire import (
+    DEFAULT_TIMEOUT,
+    PEEK_SIZE,
+    datagram_source,
+    read_once,
+    received,
+    sockaddr,
 )
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import Target, address_of, connect_first, lookup
-from socks5d.proto import (
-    Address,
-    AddressType,
-    Command,
-    Event,
-    UdpDatagram,
-)
+from socks5d.net import connect_first, lookup
+from socks5d.proto import Address, Command, Event, UdpDatagram
 from socks5d.server.relay import ProtectedEngine, RelayResult, Tunnel
-
-#: Seconds allowed for connecting to the first proxy, and for each handshake.
-DEFAULT_TIMEOUT = 30.0
-PEEK_SIZE = 4096
-#: The wildcard address of each family.
-_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -72,25 +64,15 @@ async def _readable(sock: socket.socket) -> None:
 
 
 async def _read_event(sock: socket.socket, link: Link) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used (with
-    protection, whole tokens: what is left over stays in `link`).
-    """
+    """The proxy's next message (see `wire.read_once`)."""
     while True:
         if link.protection is not None:
-            link.protection.check()  # a bad token after the ones already read
+            link.protection.check()  # before waiting: a bad token may be all there was
         await _readable(sock)
         try:
-            peeked = sock.recv(PEEK_SIZE, 0 if link.protection else socket.MSG_PEEK)
+            event = read_once(sock, link)
         except BlockingIOError:
             continue
-        if link.protection is not None:
-            protected = link.take_wire(peeked)
-            if protected is not None:
-                return protected
-            continue
-        event, used = take_event(link.connection, peeked)
-        if used:
-            sock.recv(used)
         if event is not None:
             return event
 
@@ -102,16 +84,10 @@ async def _drive(
     hop gets `timeout` seconds from its start.
     """
     loop = asyncio.get_running_loop()
-    message: Event | list[Target] | None = None
-    while True:
-        try:
-            step = steps.send(message)
-        except StopIteration as done:
-            bound: Address = done.value
-            return bound
-        message = None
+    stepper = Stepper(steps)
+    for step in stepper:
         if isinstance(step, Lookup):
-            message = await lookup(step.host, step.port)
+            stepper.answer = await lookup(step.host, step.port)
         elif isinstance(step, Dial):
             at.sock = await _dial(step)
         elif isinstance(step, NextHop):
@@ -119,10 +95,11 @@ async def _drive(
                 deadline.reschedule(loop.time() + timeout)
             at.enter(step, _bridge)
         elif step is READ:
-            message = await _read_event(at.connected, at.link)
+            stepper.answer = await _read_event(at.connected, at.link)
         else:
             assert isinstance(step, bytes)
             await loop.sock_sendall(at.connected, at.link.outgoing(step))
+    return stepper.result
 
 
 async def _dial(step: Dial) -> socket.socket:
@@ -228,27 +205,16 @@ async def open_connection(
         raise
 
 
-class Binding:
-    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer.
-
-    RFC 1928 §6: "The first [reply] is sent after the server creates and binds a new socket.
-    [...] The second reply occurs only after the anticipated incoming connection succeeds or
-    fails."
+class Binding(BindingBase):
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the
+    peer and gives streams, `accept_socket()` a non-blocking socket.
     """
-
-    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
-        self._sock = sock
-        self._link = link
-        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
-        self.address = address
-        #: the peer's address, once it has connected
-        self.peer: Address | None = None
 
     async def accept_socket(self, timeout: float | None = None) -> socket.socket:
         """Wait for the second reply; return the socket, now connected to the peer."""
         try:
             async with asyncio.timeout(timeout):
-                self.peer = await _drive(second_reply(), Position(self._link, self._sock))
+                self.peer = await _drive(second_reply(), self._at)
         except TimeoutError as exc:
             self.close()
             if isinstance(exc, Socks5Error):
@@ -257,9 +223,7 @@ class Binding:
         except BaseException:
             self.close()
             raise
-        if self._link.protection is not None:
-            return _bridge(self._sock, self._link)
-        return self._sock
+        return self._connected(_bridge)
 
     async def accept(
         self, timeout: float | None = None
@@ -271,10 +235,6 @@ class Binding:
         except BaseException:
             sock.close()
             raise
-
-    def close(self) -> None:
-        """Give up the BIND (the proxy stops listening)."""
-        self._sock.close()
 
 
 async def open_bind(
@@ -309,13 +269,12 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        datagram = unwrap_datagram(data, address_of(addr), self.relay, self.protection)
-        if datagram is None:
+        item = received(data, addr, self.relay, self.protection)
+        if item is None:
             self.dropped += 1
             return
-        source = datagram.destination
         try:
-            self.queue.put_nowait((datagram.data, (str(source.host), source.port)))
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -361,7 +320,7 @@ class UdpEndpoint:
             raise ConnectionError("the UDP association is closed")
         destination = await _destination(self.proxy, address[0], address[1])
         datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
-        self._transport.sendto(datagram, _sockaddr(self.relay))
+        self._transport.sendto(datagram, sockaddr(self.relay))
 
     async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
         """The next datagram and the (host, port) it came from.
@@ -405,10 +364,6 @@ class UdpEndpoint:
         await self.close()
 
 
-def _sockaddr(address: Address) -> tuple[str, int]:
-    return str(address.host), address.port
-
-
 #: Datagrams held for `recvfrom` before more are dropped.
 UDP_QUEUE_SIZE = 256
 
@@ -422,14 +377,10 @@ async def open_udp(
     information at the time of the UDP ASSOCIATE, the client MUST use a port number and
     address of all zeros"); datagrams are sent from the address the TCP connection uses.
     """
-    chain = as_chain(proxy)
-    if len(chain) != 1 or chain[0].version != 5:
-        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    chain = udp_chain(proxy)
     control, link, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
-        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
-        # the IP of the TCP connection, which the proxy expects datagrams from; else any
-        local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
+        family, local_ip = datagram_source(control, relay)
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
         protocol = _Datagrams(relay, queue, link.protection)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(

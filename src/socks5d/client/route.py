@@ -25,9 +25,9 @@ from socks5d.client.handshake import (
     negotiate,
     usable_address,
 )
-from socks5d.client.proxy import Proxy
+from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.net import Target, numeric_target
-from socks5d.proto import Address, Command
+from socks5d.proto import Address, Command, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,42 @@ WalkStep = bytes | _Read | Lookup | Dial | NextHop
 #: A walk (or a handshake, whose steps are a subset) returns the reply's BND.ADDR/BND.PORT.
 #: It is sent the event read after READ, the addresses after Lookup, else None.
 Walk = Generator[WalkStep, Any, Address]
+
+
+class Stepper:
+    """Runs a walk (or a handshake) for a driver: iterating gives each step; set `answer`
+    to what a step asks for (the event read, the addresses looked up) before the next.
+
+        stepper = Stepper(walk(chain, command, host, port))
+        for step in stepper:
+            if isinstance(step, Lookup):
+                stepper.answer = lookup_blocking(step.host, step.port)
+            ...
+        bound = stepper.result
+    """
+
+    def __init__(self, steps: Walk) -> None:
+        self._steps = steps
+        #: sent with the next step: the event after READ, the addresses after Lookup
+        self.answer: Event | list[Target] | None = None
+        self._result: Address | None = None
+
+    def __iter__(self) -> Stepper:
+        return self
+
+    def __next__(self) -> WalkStep:
+        answer, self.answer = self.answer, None
+        try:
+            return self._steps.send(answer)
+        except StopIteration as done:
+            self._result = done.value
+            raise
+
+    @property
+    def result(self) -> Address:
+        """What the steps returned, once they have all been done."""
+        assert self._result is not None, "the steps are not done"
+        return self._result
 
 
 def resolved_here(proxy: Proxy, host: str) -> bool:
@@ -113,6 +149,18 @@ def walk(chain: list[Proxy], command: Command, host: str, port: int) -> Walk:
     return bound
 
 
+def udp_chain(proxy: ProxyLike | list[ProxyLike]) -> list[Proxy]:
+    """The chain of a UDP ASSOCIATE: exactly one SOCKS5 proxy (datagrams cannot be chained).
+
+    Raises:
+        ValueError: SOCKS4, or more than one proxy.
+    """
+    chain = as_chain(proxy)
+    if len(chain) != 1 or chain[0].version != 5:
+        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    return chain
+
+
 #: Puts a bridge over a link's protection in place of a socket (the driver's own kind).
 Bridge = Callable[[socket.socket, Link], socket.socket]
 
@@ -151,3 +199,27 @@ class Position:
         assert self.proxy is not None, "a walk replies after its hops began"
         proxy_ip = self.proxy.host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
         return usable_address(bound, str(proxy_ip))
+
+
+class BindingBase:
+    """A BIND in progress, as both clients keep it: the connection that waits for the
+    second reply, and the two addresses (RFC 1928 §6: "The first [reply] is sent after the
+    server creates and binds a new socket. [...] The second reply occurs only after the
+    anticipated incoming connection succeeds or fails.").
+    """
+
+    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
+        self._at = Position(link, sock)
+        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
+        self.address = address
+        #: the peer's address, once it has connected
+        self.peer: Address | None = None
+
+    def _connected(self, bridge: Bridge) -> socket.socket:
+        """After the second reply: the socket to the peer, through `bridge` if protected."""
+        at = self._at
+        return at.connected if at.link.protection is None else bridge(at.connected, at.link)
+
+    def close(self) -> None:
+        """Give up the BIND (the proxy stops listening)."""
+        self._at.close()

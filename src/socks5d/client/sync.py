@@ -18,86 +18,62 @@ import threading
 import time
 from types import TracebackType
 
-from socks5d.client.handshake import (
-    READ,
-    Link,
-    second_reply,
-    take_event,
-    unwrap_datagram,
-    wrap_datagram,
-)
+from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.client.route import (
+    BindingBase,
     Dial,
     Lookup,
     NextHop,
     Position,
+    Stepper,
     Walk,
     destination,
     resolved_here,
+    udp_chain,
     walk,
+)
+from socks5d.client.wire import (
+    DEFAULT_TIMEOUT,
+    PEEK_SIZE,
+    datagram_source,
+    read_once,
+    received,
+    sockaddr,
 )
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import Target, address_of, lookup_blocking
-from socks5d.proto import (
-    Address,
-    AddressType,
-    Command,
-    Event,
-    UdpDatagram,
-)
+from socks5d.net import lookup_blocking
+from socks5d.proto import Address, Command, Event, UdpDatagram
 from socks5d.server.relay import ProtectedEngine, relay
 
-#: Seconds allowed for connecting to the first proxy, and for each handshake.
-DEFAULT_TIMEOUT = 30.0
-PEEK_SIZE = 4096
-#: The wildcard address of each family.
-_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 #: The largest datagram received (the largest UDP payload over IPv4 is 65507).
 MAX_DATAGRAM = 65535
 
 
 def _read_event(sock: socket.socket, link: Link) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used (with
-    protection, whole tokens: what is left over stays in `link`).
-    """
-    while True:
-        if link.protection is not None:
-            link.protection.check()  # a bad token after the ones already read
-            protected = link.take_wire(sock.recv(PEEK_SIZE))
-            if protected is not None:
-                return protected
-            continue
-        event, used = take_event(link.connection, sock.recv(PEEK_SIZE, socket.MSG_PEEK))
-        if used:
-            sock.recv(used)
-        if event is not None:
-            return event
+    """The proxy's next message (see `wire.read_once`)."""
+    while (event := read_once(sock, link)) is None:
+        pass
+    return event
 
 
 def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
     """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; `timeout` bounds each
     connect and each blocking call on the socket.
     """
-    message: Event | list[Target] | None = None
+    stepper = Stepper(steps)
     try:
-        while True:
-            try:
-                step = steps.send(message)
-            except StopIteration as done:
-                bound: Address = done.value
-                return bound
-            message = None
+        for step in stepper:
             if isinstance(step, Lookup):
-                message = lookup_blocking(step.host, step.port)
+                stepper.answer = lookup_blocking(step.host, step.port)
             elif isinstance(step, Dial):
                 at.sock = _dial(step, timeout)
             elif isinstance(step, NextHop):
                 at.enter(step, _bridge)
                 at.connected.settimeout(timeout)
             elif step is READ:
-                message = _read_event(at.connected, at.link)
+                stepper.answer = _read_event(at.connected, at.link)
             else:
                 assert isinstance(step, bytes)
                 at.connected.sendall(at.link.outgoing(step))
@@ -105,6 +81,7 @@ def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
         raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
         raise ProxyTimeout("no answer from the proxy in time") from None
+    return stepper.result
 
 
 def _dial(step: Dial, timeout: float | None) -> socket.socket:
@@ -201,33 +178,22 @@ def create_connection(
     return connect(address[0], address[1], proxy=proxy, timeout=timeout)
 
 
-class Binding:
-    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer."""
-
-    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
-        self._sock = sock
-        self._link = link
-        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
-        self.address = address
-        #: the peer's address, once it has connected
-        self.peer: Address | None = None
+class Binding(BindingBase):
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the
+    peer and gives a blocking socket.
+    """
 
     def accept(self, timeout: float | None = None) -> socket.socket:
         """Wait for the second reply; return the socket, now connected to the peer."""
-        self._sock.settimeout(timeout)
+        sock = self._at.connected
+        sock.settimeout(timeout)
         try:
-            self.peer = _drive(second_reply(), Position(self._link, self._sock))
+            self.peer = _drive(second_reply(), self._at)
         except BaseException:
             self.close()
             raise
-        self._sock.settimeout(None)
-        if self._link.protection is not None:
-            return _bridge(self._sock, self._link)
-        return self._sock
-
-    def close(self) -> None:
-        """Give up the BIND (the proxy stops listening)."""
-        self._sock.close()
+        sock.settimeout(None)
+        return self._connected(_bridge)
 
 
 def open_bind(
@@ -260,11 +226,9 @@ class UdpEndpoint:
         self._control = control
         #: BND.ADDR/BND.PORT: the relay datagrams go to
         self.relay = relay
-        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
+        family, local_ip = datagram_source(control, relay)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            # the IP of the TCP connection, which the proxy expects datagrams from; else any
-            local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
             self._sock.bind((local_ip, 0))
         except BaseException:
             self._sock.close()
@@ -277,7 +241,7 @@ class UdpEndpoint:
         destination = _destination(self.proxy, address[0], address[1])
         self._sock.sendto(
             wrap_datagram(UdpDatagram(destination, data), self.protection),
-            (str(self.relay.host), self.relay.port),
+            sockaddr(self.relay),
         )
 
     def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
@@ -299,12 +263,11 @@ class UdpEndpoint:
             if self._sock not in ready:
                 continue
             data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            datagram = unwrap_datagram(data, address_of(sender), self.relay, self.protection)
-            if datagram is None:
+            item = received(data, sender, self.relay, self.protection)
+            if item is None:
                 self.dropped += 1
                 continue
-            source = datagram.destination
-            return datagram.data, (str(source.host), source.port)
+            return item
 
     def close(self) -> None:
         """End the association: close the UDP socket and the TCP control connection."""
@@ -327,9 +290,7 @@ def open_udp(
     *, proxy: ProxyLike | list[ProxyLike], timeout: float | None = DEFAULT_TIMEOUT
 ) -> UdpEndpoint:
     """Open a UDP association with `proxy` (one SOCKS5 proxy)."""
-    chain = as_chain(proxy)
-    if len(chain) != 1 or chain[0].version != 5:
-        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    chain = udp_chain(proxy)
     control, link, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
         return UdpEndpoint(chain[0], control, relay, link.protection)
