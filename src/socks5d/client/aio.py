@@ -280,8 +280,9 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 class UdpEndpoint:
-    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
-    connection stays open for the association's life and closes with it.
+    """A UDP ASSOCIATE: `await sendto`/`await recvfrom` through the proxy's relay, arriving
+    datagrams queued by the event loop; the TCP control connection stays open for the
+    association's life and closes with it.
     """
 
     def __init__(

@@ -209,8 +209,9 @@ def open_bind(
 
 
 class UdpEndpoint:
-    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
-    connection stays open for the association's life and closes with it.
+    """A UDP ASSOCIATE over a blocking UDP socket: `sendto`/`recvfrom` through the proxy's
+    relay; the TCP control connection stays open for the association's life and closes with
+    it.
     """
 
     def __init__(
