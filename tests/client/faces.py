@@ -1,7 +1,7 @@
 """The client's two faces behind one asyncio interface, so a test of what both do is written
-once and run per face (the `face` fixture): "aio" drives `socks5d.client` (streams), "sync"
-drives `socks5d.client.sync` (blocking sockets, on a worker thread so the event loop and the
-test's helpers keep running).
+once and run per face (conftest.py's `face` fixture): "aio" drives `socks5d.client`
+(streams), "sync" drives `socks5d.client.sync` (blocking sockets, on a worker thread so the
+event loop and the test's helpers keep running).
 
     conn = await face.open_connection(host, port, proxy=url)   # a Conn over either
     assert await conn.round_trip(b"data") == b"data"

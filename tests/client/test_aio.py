@@ -1,5 +1,6 @@
 """What only the asyncio client has: `connect()`'s non-blocking socket and BIND's
-`accept_socket()`. What both faces do is tested once per face in test_client.py.
+`accept_socket()`. What both faces do is tested once per face in
+test_client_connect.py and test_client_bind_udp.py.
 """
 
 from __future__ import annotations

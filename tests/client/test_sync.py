@@ -1,5 +1,6 @@
 """What only the blocking client has: `create_connection()` and a blocking socket without
-the handshake's timeout. What both faces do is tested once per face in test_client.py.
+the handshake's timeout. What both faces do is tested once per face in
+test_client_connect.py and test_client_bind_udp.py.
 """
 
 from __future__ import annotations
