@@ -1,5 +1,6 @@
 """Socket-level helpers for server and client alike: socket addresses as protocol addresses,
-and outbound TCP connections with addresses raced happy-eyeballs style.
+outbound TCP connections with addresses raced happy-eyeballs style, and the client's name
+lookups (`lookup`, and `lookup_blocking` for blocking code: one question to the resolver).
 
 RFC 8305: addresses of both families interleaved, a new attempt started every
 `ATTEMPT_DELAY` seconds or as soon as the previous one fails; the first to connect wins and
