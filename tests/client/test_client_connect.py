@@ -16,6 +16,7 @@ import pytest
 
 from socks5d.client import Proxy
 from socks5d.errors import AuthFailed
+from socks5d.net import lookup, lookup_blocking
 from socks5d.proto import AuthMethod, MethodSelected
 from vectors import REPLY_SUCCEEDED
 
@@ -218,6 +219,13 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Lookups]:
         return watcher
 
     return watch
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1"])
+async def test_lookup_and_lookup_blocking_give_the_same_addresses(host: str) -> None:
+    expected = await asyncio.to_thread(lookup_blocking, host, 1080)
+    assert await lookup(host, 1080) == expected
+    assert expected[0][1][:2] == ("::1" if ":" in host else "127.0.0.1", 1080)
 
 
 async def test_both_faces_ask_the_resolver_the_same_for_the_proxy_and_the_destination(
