@@ -1,5 +1,6 @@
 """Socket-level helpers for server and client alike: socket addresses as protocol addresses,
-and outbound TCP connections with addresses raced happy-eyeballs style.
+outbound TCP connections with addresses raced happy-eyeballs style, and the client's name
+lookups (`lookup`, and `lookup_blocking` for blocking code: one question to the resolver).
 
 RFC 8305: addresses of both families interleaved, a new attempt started every
 `ATTEMPT_DELAY` seconds or as soon as the previous one fails; the first to connect wins and
@@ -73,6 +74,45 @@ def interleave(targets: Sequence[Target]) -> list[Target]:
             if queue:
                 ordered.append(queue.pop(0))
     return ordered
+
+
+def numeric_target(host: str, port: int) -> Target | None:
+    """The socket address of an IP address literal `host`, or None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 6:
+        return (socket.AF_INET6, (host, port, 0, 0))
+    return (socket.AF_INET, (host, port))
+
+
+def _stream_targets(infos: Sequence[tuple[Any, ...]]) -> list[Target]:
+    """`getaddrinfo` results as the addresses to try, families interleaved (RFC 8305 §4)."""
+    return interleave([(family, sockaddr) for family, _, _, _, sockaddr in infos])
+
+
+async def lookup(host: str, port: int) -> list[Target]:
+    """The TCP socket addresses of `host` (a name or an IP literal), families interleaved;
+    the system's resolver (`getaddrinfo`), run off the event loop by asyncio.
+
+    Raises:
+        socket.gaierror: the name does not resolve.
+    """
+    if (target := numeric_target(host, port)) is not None:
+        return [target]
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return _stream_targets(infos)
+
+
+def lookup_blocking(host: str, port: int) -> list[Target]:
+    """`lookup` for blocking code: the same question to the same resolver, the same answer."""
+    if (target := numeric_target(host, port)) is not None:
+        return [target]
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return _stream_targets(infos)
 
 
 #: connect() results that mean "under way": wait until the socket is writable.

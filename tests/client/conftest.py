@@ -20,13 +20,16 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from server.conftest import start_server_with_resolver  # noqa: F401  (a fixture, re-exported)
 from socks5d.proto import NEED_DATA, DomainName, Event, ServerConnection
 from socks5d.server.connect import Target, system_resolver
+
+if TYPE_CHECKING:
+    from .faces import Face
 
 #: Seconds any blocking socket call of a helper thread may take before it gives up.
 IO_TIMEOUT = 5.0
@@ -321,3 +324,11 @@ def silent_proxy() -> Iterator[str]:
     """The URL of a proxy that accepts connections (the kernel does) and never answers."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         yield f"socks5://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture(params=("aio", "sync"))
+def face(request: pytest.FixtureRequest) -> Face:
+    """The asyncio client, then the blocking one, behind one interface (`faces.Face`)."""
+    from .faces import Face  # faces.py imports this module's helpers
+
+    return Face(request.param)

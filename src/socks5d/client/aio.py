@@ -13,45 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import math
 import socket
-from itertools import pairwise
 from types import TracebackType
 from typing import Any
 
-from socks5d.client.handshake import (
-    READ,
-    Link,
-    Steps,
-    destination_for,
-    negotiate,
-    second_reply,
-    take_event,
-    unwrap_datagram,
-    usable_address,
-    wrap_datagram,
-)
+from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.client.route import (
+    BindingBase,
+    Dial,
+    Lookup,
+    NextHop,
+    Position,
+    Stepper,
+    Walk,
+    destination,
+    resolved_here,
+    udp_chain,
+    walk,
+)
+from socks5d.client.wire import (
+    DEFAULT_TIMEOUT,
+    PEEK_SIZE,
+    datagram_source,
+    read_once,
+    received,
+    sockaddr,
+)
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import Target, address_of, connect_first, interleave
-from socks5d.proto import (
-    Address,
-    AddressType,
-    Command,
-    DomainName,
-    Event,
-    UdpDatagram,
-)
+from socks5d.net import connect_first, lookup
+from socks5d.proto import Address, Command, Event, UdpDatagram
 from socks5d.relay import RelayResult, Tunnel
 from socks5d.relay.protected import ProtectedEngine
-
-#: Seconds allowed for connecting to the first proxy, and for each handshake.
-DEFAULT_TIMEOUT = 30.0
-PEEK_SIZE = 4096
-#: The wildcard address of each family.
-_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -70,72 +65,57 @@ async def _readable(sock: socket.socket) -> None:
 
 
 async def _read_event(sock: socket.socket, link: Link) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used (with
-    protection, whole tokens: what is left over stays in `link`).
-    """
+    """The proxy's next message (see `wire.read_once`)."""
     while True:
         if link.protection is not None:
-            link.protection.check()  # a bad token after the ones already read
+            link.protection.check()  # before waiting: a bad token may be all there was
         await _readable(sock)
         try:
-            peeked = sock.recv(PEEK_SIZE, 0 if link.protection else socket.MSG_PEEK)
+            event = read_once(sock, link)
         except BlockingIOError:
             continue
-        if link.protection is not None:
-            protected = link.take_wire(peeked)
-            if protected is not None:
-                return protected
-            continue
-        event, used = take_event(link.connection, peeked)
-        if used:
-            sock.recv(used)
         if event is not None:
             return event
 
 
-async def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
+async def _drive(
+    steps: Walk, at: Position, deadline: asyncio.Timeout | None = None, timeout: float = 0.0
+) -> Address:
+    """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; with `deadline`, each
+    hop gets `timeout` seconds from its start.
+    """
     loop = asyncio.get_running_loop()
-    message: Event | None = None
-    try:
-        while True:
-            step = steps.send(message)
-            if step is READ:
-                message = await _read_event(sock, link)
-            else:
-                assert isinstance(step, bytes)
-                await loop.sock_sendall(sock, link.outgoing(step))
-                message = None
-    except StopIteration as done:
-        bound: Address = done.value
-        return bound
+    stepper = Stepper(steps)
+    for step in stepper:
+        if isinstance(step, Lookup):
+            stepper.answer = await lookup(step.host, step.port)
+        elif isinstance(step, Dial):
+            at.sock = await _dial(step)
+        elif isinstance(step, NextHop):
+            if deadline is not None:
+                deadline.reschedule(loop.time() + timeout)
+            at.enter(step, _bridge)
+        elif step is READ:
+            stepper.answer = await _read_event(at.connected, at.link)
+        else:
+            assert isinstance(step, bytes)
+            await loop.sock_sendall(at.connected, at.link.outgoing(step))
+    return stepper.result
 
 
-async def _resolve(host: str, port: int) -> list[Target]:
+async def _dial(step: Dial) -> socket.socket:
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        return interleave([(family, sockaddr) for family, _, _, _, sockaddr in infos])  # type: ignore[misc]
-    if address.version == 6:
-        return [(socket.AF_INET6, (host, port, 0, 0))]
-    return [(socket.AF_INET, (host, port))]
+        return await connect_first(step.targets)
+    except Socks5Error as exc:
+        # The proxy itself is unreachable: an OSError like any failed connect, not a reply.
+        builtin = ConnectionRefusedError if isinstance(exc, ConnectionRefusedError) else OSError
+        raise builtin(f"cannot reach proxy {step.proxy.url}: {exc}") from exc
 
 
 async def _destination(proxy: Proxy, host: str, port: int) -> Address:
-    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
-    resolved here (socks5, socks4).
-    """
-    address = Address.from_host(host, port)
-    if isinstance(address.host, DomainName) and not proxy.remote_dns:
-        targets = await _resolve(host, port)
-        if proxy.version == 4:
-            targets = [t for t in targets if t[0] == socket.AF_INET]
-        if not targets:
-            raise socket.gaierror(socket.EAI_NONAME, f"no usable address for {host}")
-        return Address.from_host(targets[0][1][0], port)
-    return destination_for(proxy, host, port)
+    """DST.ADDR for a datagram to `host`:`port` (see `route.destination`)."""
+    targets = await lookup(host, port) if resolved_here(proxy, host) else []
+    return destination(proxy, host, port, targets)
 
 
 #: Bridges to protected proxies, kept until they end.
@@ -171,45 +151,28 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
 async def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float
 ) -> tuple[socket.socket, Link, Address]:
-    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the socket, the last handshake's link and the (first) reply's address. A
-    hop with per-message protection carries the next hops inside it (`_bridge`).
+    """Walk `chain` (`route.walk`), connecting to the first proxy and each handshake within
+    `timeout` seconds. Returns the socket, the last handshake's link and the (first) reply's
+    address. A hop with per-message protection carries the next hops inside it (`_bridge`).
     """
-    first = chain[0]
+    at = Position()
     try:
-        async with asyncio.timeout(timeout):
-            sock = await connect_first(await _resolve(first.host, first.port))
-    except Socks5Error as exc:
-        # The proxy itself is unreachable: an OSError like any failed connect, not a reply.
-        builtin = ConnectionRefusedError if isinstance(exc, ConnectionRefusedError) else OSError
-        raise builtin(f"cannot reach proxy {first.url}: {exc}") from exc
+        async with asyncio.timeout(timeout) as deadline:
+            bound = await _drive(walk(chain, command, host, port), at, deadline, timeout)
+    except Socks5Error:
+        at.close()
+        raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
-        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout:g} s") from None
-    try:
-        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
-        hops.append((chain[-1], command, host, port))
-        link = Link()
-        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
-            if index and link.protection is not None:
-                sock = _bridge(sock, link)
-            link = Link()
-            try:
-                async with asyncio.timeout(timeout):
-                    destination = await _destination(proxy, hop_host, hop_port)
-                    bound = await _drive(
-                        negotiate(link, proxy, hop_command, destination), sock, link
-                    )
-            except Socks5Error:
-                raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
-            except TimeoutError:
-                raise ProxyTimeout(
-                    f"no reply from proxy {proxy.url} within {timeout:g} s"
-                ) from None
-        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
-        return sock, link, usable_address(bound, str(proxy_ip))
+        at.close()
+        if at.sock is None or at.proxy is None:
+            raise ProxyTimeout(
+                f"no connection to proxy {chain[0].url} within {timeout:g} s"
+            ) from None
+        raise ProxyTimeout(f"no reply from proxy {at.proxy.url} within {timeout:g} s") from None
     except BaseException:
-        sock.close()
+        at.close()
         raise
+    return at.connected, at.link, at.reply_address(bound)
 
 
 async def connect(
@@ -243,27 +206,16 @@ async def open_connection(
         raise
 
 
-class Binding:
-    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer.
-
-    RFC 1928 §6: "The first [reply] is sent after the server creates and binds a new socket.
-    [...] The second reply occurs only after the anticipated incoming connection succeeds or
-    fails."
+class Binding(BindingBase):
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the
+    peer and gives streams, `accept_socket()` a non-blocking socket.
     """
-
-    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
-        self._sock = sock
-        self._link = link
-        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
-        self.address = address
-        #: the peer's address, once it has connected
-        self.peer: Address | None = None
 
     async def accept_socket(self, timeout: float | None = None) -> socket.socket:
         """Wait for the second reply; return the socket, now connected to the peer."""
         try:
             async with asyncio.timeout(timeout):
-                self.peer = await _drive(second_reply(), self._sock, self._link)
+                self.peer = await _drive(second_reply(), self._at)
         except TimeoutError as exc:
             self.close()
             if isinstance(exc, Socks5Error):
@@ -272,9 +224,7 @@ class Binding:
         except BaseException:
             self.close()
             raise
-        if self._link.protection is not None:
-            return _bridge(self._sock, self._link)
-        return self._sock
+        return self._connected(_bridge)
 
     async def accept(
         self, timeout: float | None = None
@@ -286,10 +236,6 @@ class Binding:
         except BaseException:
             sock.close()
             raise
-
-    def close(self) -> None:
-        """Give up the BIND (the proxy stops listening)."""
-        self._sock.close()
 
 
 async def open_bind(
@@ -324,20 +270,20 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        datagram = unwrap_datagram(data, address_of(addr), self.relay, self.protection)
-        if datagram is None:
+        item = received(data, addr, self.relay, self.protection)
+        if item is None:
             self.dropped += 1
             return
-        source = datagram.destination
         try:
-            self.queue.put_nowait((datagram.data, (str(source.host), source.port)))
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
 
 class UdpEndpoint:
-    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
-    connection stays open for the association's life and closes with it.
+    """A UDP ASSOCIATE: `await sendto`/`await recvfrom` through the proxy's relay, arriving
+    datagrams queued by the event loop; the TCP control connection stays open for the
+    association's life and closes with it.
     """
 
     def __init__(
@@ -376,7 +322,7 @@ class UdpEndpoint:
             raise ConnectionError("the UDP association is closed")
         destination = await _destination(self.proxy, address[0], address[1])
         datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
-        self._transport.sendto(datagram, _sockaddr(self.relay))
+        self._transport.sendto(datagram, sockaddr(self.relay))
 
     async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
         """The next datagram and the (host, port) it came from.
@@ -420,10 +366,6 @@ class UdpEndpoint:
         await self.close()
 
 
-def _sockaddr(address: Address) -> tuple[str, int]:
-    return str(address.host), address.port
-
-
 #: Datagrams held for `recvfrom` before more are dropped.
 UDP_QUEUE_SIZE = 256
 
@@ -437,14 +379,10 @@ async def open_udp(
     information at the time of the UDP ASSOCIATE, the client MUST use a port number and
     address of all zeros"); datagrams are sent from the address the TCP connection uses.
     """
-    chain = as_chain(proxy)
-    if len(chain) != 1 or chain[0].version != 5:
-        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    chain = udp_chain(proxy)
     control, link, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
-        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
-        # the IP of the TCP connection, which the proxy expects datagrams from; else any
-        local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
+        family, local_ip = datagram_source(control, relay)
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
         protocol = _Datagrams(relay, queue, link.protection)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(

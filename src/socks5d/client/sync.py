@@ -16,93 +16,97 @@ import select
 import socket
 import threading
 import time
-from itertools import pairwise
 from types import TracebackType
 
-from socks5d.client.handshake import (
-    READ,
-    Link,
-    Steps,
-    destination_for,
-    negotiate,
-    second_reply,
-    take_event,
-    unwrap_datagram,
-    usable_address,
-    wrap_datagram,
-)
+from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.client.route import (
+    BindingBase,
+    Dial,
+    Lookup,
+    NextHop,
+    Position,
+    Stepper,
+    Walk,
+    destination,
+    resolved_here,
+    udp_chain,
+    walk,
+)
+from socks5d.client.wire import (
+    DEFAULT_TIMEOUT,
+    PEEK_SIZE,
+    datagram_source,
+    read_once,
+    received,
+    sockaddr,
+)
 from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
-from socks5d.net import address_of
-from socks5d.proto import (
-    Address,
-    AddressType,
-    Command,
-    DomainName,
-    Event,
-    UdpDatagram,
-)
+from socks5d.net import lookup_blocking
+from socks5d.proto import Address, Command, Event, UdpDatagram
 from socks5d.relay import relay
 from socks5d.relay.protected import ProtectedEngine
 
-#: Seconds allowed for connecting to the first proxy, and for each handshake.
-DEFAULT_TIMEOUT = 30.0
-PEEK_SIZE = 4096
-#: The wildcard address of each family.
-_ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 #: The largest datagram received (the largest UDP payload over IPv4 is 65507).
 MAX_DATAGRAM = 65535
 
 
 def _read_event(sock: socket.socket, link: Link) -> Event:
-    """The proxy's next message, consuming from the socket exactly the bytes it used (with
-    protection, whole tokens: what is left over stays in `link`).
+    """The proxy's next message (see `wire.read_once`)."""
+    while (event := read_once(sock, link)) is None:
+        pass
+    return event
+
+
+def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
+    """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; `timeout` bounds each
+    connect and each blocking call on the socket.
     """
-    while True:
-        if link.protection is not None:
-            link.protection.check()  # a bad token after the ones already read
-            protected = link.take_wire(sock.recv(PEEK_SIZE))
-            if protected is not None:
-                return protected
-            continue
-        event, used = take_event(link.connection, sock.recv(PEEK_SIZE, socket.MSG_PEEK))
-        if used:
-            sock.recv(used)
-        if event is not None:
-            return event
-
-
-def _drive(steps: Steps, sock: socket.socket, link: Link) -> Address:
-    message: Event | None = None
+    stepper = Stepper(steps)
     try:
-        while True:
-            step = steps.send(message)
-            if step is READ:
-                message = _read_event(sock, link)
+        for step in stepper:
+            if isinstance(step, Lookup):
+                stepper.answer = lookup_blocking(step.host, step.port)
+            elif isinstance(step, Dial):
+                at.sock = _dial(step, timeout)
+            elif isinstance(step, NextHop):
+                at.enter(step, _bridge)
+                at.connected.settimeout(timeout)
+            elif step is READ:
+                stepper.answer = _read_event(at.connected, at.link)
             else:
                 assert isinstance(step, bytes)
-                sock.sendall(link.outgoing(step))
-                message = None
-    except StopIteration as done:
-        bound: Address = done.value
-        return bound
+                at.connected.sendall(at.link.outgoing(step))
     except Socks5Error:
         raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
         raise ProxyTimeout("no answer from the proxy in time") from None
+    return stepper.result
+
+
+def _dial(step: Dial, timeout: float | None) -> socket.socket:
+    """Connect to the proxy's addresses in turn, as `socket.create_connection` does."""
+    error: OSError = OSError(f"no address for proxy {step.proxy.url}")
+    for family, address in step.targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    if isinstance(error, TimeoutError):
+        raise ProxyTimeout(f"no connection to proxy {step.proxy.url} within {timeout} s") from None
+    raise error
 
 
 def _destination(proxy: Proxy, host: str, port: int) -> Address:
-    """DST.ADDR: the name itself when the proxy resolves (socks5h, socks4a), else an IP
-    resolved here (socks5, socks4).
-    """
-    address = Address.from_host(host, port)
-    if isinstance(address.host, DomainName) and not proxy.remote_dns:
-        family = socket.AF_INET if proxy.version == 4 else socket.AF_UNSPEC
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-        return Address.from_host(str(infos[0][4][0]), port)
-    return destination_for(proxy, host, port)
+    """DST.ADDR for a datagram to `host`:`port` (see `route.destination`)."""
+    targets = lookup_blocking(host, port) if resolved_here(proxy, host) else []
+    return destination(proxy, host, port, targets)
 
 
 def _bridge(sock: socket.socket, link: Link) -> socket.socket:
@@ -130,31 +134,17 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
 def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
 ) -> tuple[socket.socket, Link, Address]:
-    """Connect to the first proxy, CONNECT through each to the next, then `command` at the
-    last. Returns the (blocking) socket, the last handshake's link and the reply address. A
-    hop with per-message protection carries the next hops inside it (`_bridge`).
+    """Walk `chain` (`route.walk`) with `timeout` on each connect and socket call. Returns
+    the (blocking) socket, the last handshake's link and the reply address. A hop with
+    per-message protection carries the next hops inside it (`_bridge`).
     """
-    first = chain[0]
+    at = Position()
     try:
-        sock = socket.create_connection((first.host, first.port), timeout=timeout)
-    except TimeoutError:
-        raise ProxyTimeout(f"no connection to proxy {first.url} within {timeout} s") from None
-    try:
-        hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
-        hops.append((chain[-1], command, host, port))
-        link = Link()
-        for index, (proxy, hop_command, hop_host, hop_port) in enumerate(hops):
-            if index and link.protection is not None:
-                sock = _bridge(sock, link)
-                sock.settimeout(timeout)
-            link = Link()
-            destination = _destination(proxy, hop_host, hop_port)
-            bound = _drive(negotiate(link, proxy, hop_command, destination), sock, link)
-        sock.settimeout(None)
-        proxy_ip = chain[-1].host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
-        return sock, link, usable_address(bound, str(proxy_ip))
+        bound = _drive(walk(chain, command, host, port), at, timeout)
+        at.connected.settimeout(None)
+        return at.connected, at.link, at.reply_address(bound)
     except BaseException:
-        sock.close()
+        at.close()
         raise
 
 
@@ -189,33 +179,22 @@ def create_connection(
     return connect(address[0], address[1], proxy=proxy, timeout=timeout)
 
 
-class Binding:
-    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the peer."""
-
-    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
-        self._sock = sock
-        self._link = link
-        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
-        self.address = address
-        #: the peer's address, once it has connected
-        self.peer: Address | None = None
+class Binding(BindingBase):
+    """A BIND in progress: `address` is where the proxy listens; `accept()` waits for the
+    peer and gives a blocking socket.
+    """
 
     def accept(self, timeout: float | None = None) -> socket.socket:
         """Wait for the second reply; return the socket, now connected to the peer."""
-        self._sock.settimeout(timeout)
+        sock = self._at.connected
+        sock.settimeout(timeout)
         try:
-            self.peer = _drive(second_reply(), self._sock, self._link)
+            self.peer = _drive(second_reply(), self._at)
         except BaseException:
             self.close()
             raise
-        self._sock.settimeout(None)
-        if self._link.protection is not None:
-            return _bridge(self._sock, self._link)
-        return self._sock
-
-    def close(self) -> None:
-        """Give up the BIND (the proxy stops listening)."""
-        self._sock.close()
+        sock.settimeout(None)
+        return self._connected(_bridge)
 
 
 def open_bind(
@@ -231,8 +210,9 @@ def open_bind(
 
 
 class UdpEndpoint:
-    """A UDP ASSOCIATE: `sendto`/`recvfrom` through the proxy's relay; the TCP control
-    connection stays open for the association's life and closes with it.
+    """A UDP ASSOCIATE over a blocking UDP socket: `sendto`/`recvfrom` through the proxy's
+    relay; the TCP control connection stays open for the association's life and closes with
+    it.
     """
 
     def __init__(
@@ -248,11 +228,9 @@ class UdpEndpoint:
         self._control = control
         #: BND.ADDR/BND.PORT: the relay datagrams go to
         self.relay = relay
-        family = socket.AF_INET6 if relay.type == AddressType.IPV6 else socket.AF_INET
+        family, local_ip = datagram_source(control, relay)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            # the IP of the TCP connection, which the proxy expects datagrams from; else any
-            local_ip = control.getsockname()[0] if control.family == family else _ANY[family]
             self._sock.bind((local_ip, 0))
         except BaseException:
             self._sock.close()
@@ -265,7 +243,7 @@ class UdpEndpoint:
         destination = _destination(self.proxy, address[0], address[1])
         self._sock.sendto(
             wrap_datagram(UdpDatagram(destination, data), self.protection),
-            (str(self.relay.host), self.relay.port),
+            sockaddr(self.relay),
         )
 
     def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
@@ -287,12 +265,11 @@ class UdpEndpoint:
             if self._sock not in ready:
                 continue
             data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            datagram = unwrap_datagram(data, address_of(sender), self.relay, self.protection)
-            if datagram is None:
+            item = received(data, sender, self.relay, self.protection)
+            if item is None:
                 self.dropped += 1
                 continue
-            source = datagram.destination
-            return datagram.data, (str(source.host), source.port)
+            return item
 
     def close(self) -> None:
         """End the association: close the UDP socket and the TCP control connection."""
@@ -315,9 +292,7 @@ def open_udp(
     *, proxy: ProxyLike | list[ProxyLike], timeout: float | None = DEFAULT_TIMEOUT
 ) -> UdpEndpoint:
     """Open a UDP association with `proxy` (one SOCKS5 proxy)."""
-    chain = as_chain(proxy)
-    if len(chain) != 1 or chain[0].version != 5:
-        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    chain = udp_chain(proxy)
     control, link, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
     try:
         return UdpEndpoint(chain[0], control, relay, link.protection)

@@ -1,0 +1,225 @@
+"""The way through a chain of proxies, as steps: the one walk both the asyncio and the
+blocking clients drive. Like the handshake it runs (`socks5d.client.handshake`), it does no
+I/O: it yields what it needs done and is sent back the answer.
+
+    steps = walk(chain, Command.CONNECT, host, port)
+    step = next(steps)  # Lookup: send the addresses; Dial, NextHop: do it, send None;
+    ...                 # bytes and READ: the handshake's (see aio.py / sync.py)
+
+Here, too, lives the choice of DST.ADDR (a name the proxy resolves, or an address looked up
+here), so that both clients send the same request for the same destination.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from socks5d.client.handshake import (
+    Link,
+    _Read,
+    destination_for,
+    negotiate,
+    usable_address,
+)
+from socks5d.client.proxy import Proxy, ProxyLike, as_chain
+from socks5d.net import Target, numeric_target
+from socks5d.proto import Address, Command, Event
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Yielded for the TCP addresses of `host`: send back `socks5d.net.lookup`'s answer
+    (`lookup_blocking` in blocking code), families interleaved.
+    """
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Yielded once, first: connect to the first proxy, `proxy`, at the first of `targets`
+    that answers; send back None. The socket is the driver's.
+    """
+
+    proxy: Proxy
+    targets: list[Target]
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    """Yielded as each hop's handshake begins: from here on the steps' bytes are `link`'s,
+    with `proxy` (whose deadline starts now). With `carrier`, the previous hop agreed on
+    per-message protection (RFC 1961 §5): the driver first puts a bridge over `carrier`'s
+    protection in place of its socket, and this hop's handshake goes through it.
+    """
+
+    proxy: Proxy
+    link: Link
+    carrier: Link | None
+
+
+#: What a walk yields: a handshake's bytes to write or READ, or a Lookup, Dial or NextHop.
+WalkStep = bytes | _Read | Lookup | Dial | NextHop
+#: A walk (or a handshake, whose steps are a subset) returns the reply's BND.ADDR/BND.PORT.
+#: It is sent the event read after READ, the addresses after Lookup, else None.
+Walk = Generator[WalkStep, Any, Address]
+
+
+class Stepper:
+    """Runs a walk (or a handshake) for a driver: iterating gives each step; set `answer`
+    to what a step asks for (the event read, the addresses looked up) before the next.
+
+        stepper = Stepper(walk(chain, command, host, port))
+        for step in stepper:
+            if isinstance(step, Lookup):
+                stepper.answer = lookup_blocking(step.host, step.port)
+            ...
+        bound = stepper.result
+    """
+
+    def __init__(self, steps: Walk) -> None:
+        self._steps = steps
+        #: sent with the next step: the event after READ, the addresses after Lookup
+        self.answer: Event | list[Target] | None = None
+        self._result: Address | None = None
+
+    def __iter__(self) -> Stepper:
+        return self
+
+    def __next__(self) -> WalkStep:
+        answer, self.answer = self.answer, None
+        try:
+            return self._steps.send(answer)
+        except StopIteration as done:
+            self._result = done.value
+            raise
+
+    @property
+    def result(self) -> Address:
+        """What the steps returned, once they have all been done."""
+        assert self._result is not None, "the steps are not done"
+        return self._result
+
+
+def resolved_here(proxy: Proxy, host: str) -> bool:
+    """Whether the name `host` is to be looked up here, not by `proxy` (socks5, socks4)."""
+    return not proxy.remote_dns and numeric_target(host, 0) is None
+
+
+def destination(proxy: Proxy, host: str, port: int, targets: Sequence[Target] = ()) -> Address:
+    """DST.ADDR for `host`: the name itself when the proxy resolves it (socks5h, socks4a) or
+    an IP as given; else the first of `targets`, the addresses of the name looked up here
+    (SOCKS4 carries IPv4 only: its DSTIP is four octets).
+
+    Raises:
+        socket.gaierror: the name has no usable address (EAI_NONAME).
+    """
+    if not resolved_here(proxy, host):
+        return destination_for(proxy, host, port)
+    usable = [t for t in targets if proxy.version != 4 or t[0] == socket.AF_INET]
+    if not usable:
+        raise socket.gaierror(socket.EAI_NONAME, f"no usable address for {host}")
+    return Address.from_host(usable[0][1][0], port)
+
+
+def walk(chain: list[Proxy], command: Command, host: str, port: int) -> Walk:
+    """Connect to the first proxy, CONNECT through each to the next, then `command` to
+    `host`:`port` at the last; returns the last reply's BND.ADDR/BND.PORT (the first reply,
+    for BIND). A hop with per-message protection carries the next hops inside it.
+    """
+    first = chain[0]
+    targets = yield Lookup(first.host, first.port)
+    yield Dial(first, targets)
+    hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
+    hops.append((chain[-1], command, host, port))
+    carrier: Link | None = None
+    bound = Address.unspecified()
+    for proxy, hop_command, hop_host, hop_port in hops:
+        link = Link()
+        yield NextHop(proxy, link, carrier)
+        targets = (yield Lookup(hop_host, hop_port)) if resolved_here(proxy, hop_host) else []
+        request = destination(proxy, hop_host, hop_port, targets)
+        bound = yield from negotiate(link, proxy, hop_command, request)
+        carrier = link if link.protection is not None else None
+    return bound
+
+
+def udp_chain(proxy: ProxyLike | list[ProxyLike]) -> list[Proxy]:
+    """The chain of a UDP ASSOCIATE: exactly one SOCKS5 proxy (datagrams cannot be chained).
+
+    Raises:
+        ValueError: SOCKS4, or more than one proxy.
+    """
+    chain = as_chain(proxy)
+    if len(chain) != 1 or chain[0].version != 5:
+        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    return chain
+
+
+#: Puts a bridge over a link's protection in place of a socket (the driver's own kind).
+Bridge = Callable[[socket.socket, Link], socket.socket]
+
+
+@dataclass(slots=True)
+class Position:
+    """Where a driver is on its walk: the proxy and link of the hop being negotiated, and
+    the socket (None until dialled; a bridge's end once a hop carries the next).
+    """
+
+    link: Link = field(default_factory=Link)
+    sock: socket.socket | None = None
+    #: None until the first hop begins
+    proxy: Proxy | None = None
+
+    @property
+    def connected(self) -> socket.socket:
+        """The socket the steps' bytes go over (a walk dials before anything else)."""
+        assert self.sock is not None, "a step before Dial needs the socket"
+        return self.sock
+
+    def enter(self, hop: NextHop, bridge: Bridge) -> None:
+        """Begin `hop`: through a bridge over the previous hop's protection, if it has any."""
+        if hop.carrier is not None:
+            self.sock = bridge(self.connected, hop.carrier)
+        self.proxy, self.link = hop.proxy, hop.link
+
+    def close(self) -> None:
+        """Give up: close the socket, if there is one."""
+        if self.sock is not None:
+            self.sock.close()
+
+    def reply_address(self, bound: Address) -> Address:
+        """The last reply's BND.ADDR as an address to use: a wildcard is the proxy's own."""
+        sock = self.connected
+        assert self.proxy is not None, "a walk replies after its hops began"
+        proxy_ip = self.proxy.host if sock.family == socket.AF_UNIX else sock.getpeername()[0]
+        return usable_address(bound, str(proxy_ip))
+
+
+class BindingBase:
+    """A BIND in progress, as both clients keep it: the connection that waits for the
+    second reply, and the two addresses (RFC 1928 §6: "The first [reply] is sent after the
+    server creates and binds a new socket. [...] The second reply occurs only after the
+    anticipated incoming connection succeeds or fails.").
+    """
+
+    def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
+        self._at = Position(link, sock)
+        #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
+        self.address = address
+        #: the peer's address, once it has connected
+        self.peer: Address | None = None
+
+    def _connected(self, bridge: Bridge) -> socket.socket:
+        """After the second reply: the socket to the peer, through `bridge` if protected."""
+        at = self._at
+        return at.connected if at.link.protection is None else bridge(at.connected, at.link)
+
+    def close(self) -> None:
+        """Give up the BIND (the proxy stops listening)."""
+        self._at.close()
