@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from sockets import read_until_eof, recv_exactly
 from socks5d.client import sync
 from socks5d.errors import AuthFailed, NotAllowed
 from socks5d.proto import Reply
@@ -138,16 +139,6 @@ def open_tunnel(
         raise
     far_end.settimeout(IO_TIMEOUT)
     return tunnel, far_end
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise AssertionError(f"EOF after {bytes(data)!r}, expected {count} bytes")
-        data += chunk
-    return bytes(data)
 
 
 def assert_echoes(tunnel: socket.socket, far_end: socket.socket, data: bytes) -> None:
@@ -335,12 +326,5 @@ def test_sighup_refuses_no_auth_while_a_public_socket_stays_bound(
     ):
         with connect_inside(namespace, ("127.0.0.1", port)) as sock:
             sock.sendall(greeting)
-            assert recv_until_eof(sock) == refusal
+            assert read_until_eof(sock) == refusal
     assert server.stop() == 0
-
-
-def recv_until_eof(sock: socket.socket) -> bytes:
-    data = bytearray()
-    while chunk := sock.recv(4096):
-        data += chunk
-    return bytes(data)

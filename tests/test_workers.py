@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from sockets import recv_exactly
 from socks5d.client import sync
 from socks5d.errors import NotAllowed
 from socks5d.server.runtime import STARTUP_SECONDS
@@ -279,16 +280,6 @@ def destination() -> Iterator[socket.socket]:
 
 
 # --- tunnels -------------------------------------------------------------------------------------
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise AssertionError(f"EOF after {bytes(data)!r}, expected {count} bytes")
-        data += chunk
-    return bytes(data)
 
 
 def read_until_closed(sock: socket.socket) -> bytes:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from server.conftest import start_server_with_resolver  # noqa: F401  (a fixture, re-exported)
+from sockets import read_until_eof as read_until_eof  # re-exported for the tests here
+from sockets import recv_exactly as recv_exactly
 from socks5d.proto import NEED_DATA, DomainName, Event, ServerConnection
 from socks5d.server.connect import Target, system_resolver
 
@@ -49,25 +51,6 @@ NAME_SCHEMES = [
     ("socks4a", "localhost", "socks4a"),
     ("socks4", "127.0.0.1", "socks4"),
 ]
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    """Everything the peer sends until it closes its sending side."""
-    data = bytearray()
-    while chunk := sock.recv(65536):
-        data += chunk
-    return bytes(data)
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    """Exactly `count` bytes from a blocking socket; fails the test on EOF before that."""
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise AssertionError(f"EOF after {bytes(data)!r}, expected {count} bytes")
-        data += chunk
-    return bytes(data)
 
 
 async def records_of(server: Any, count: int = 1) -> list[dict[str, Any]]:

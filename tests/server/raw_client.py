@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sockets import read_until_eof as read_until_eof  # re-exported for the tests here
+from sockets import recv_exactly as recv_exactly
 from socks5d.constants import USERPASS_VERSION
 from socks5d.proto import (
     NEED_DATA,
@@ -64,25 +66,6 @@ def userpass_bytes(username: str, password: str, version: int = USERPASS_VERSION
 def request_bytes(command: Command, destination: Address) -> bytes:
     """VER, CMD, RSV, ATYP, DST.ADDR, DST.PORT."""
     return encode_request(CommandRequest(command, destination))
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    """Exactly `count` bytes; fails the test on EOF before that."""
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise AssertionError(f"EOF after {bytes(data)!r}, expected {count} bytes")
-        data += chunk
-    return bytes(data)
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    """Everything the peer sends until it closes its sending side."""
-    data = bytearray()
-    while chunk := sock.recv(65536):
-        data += chunk
-    return bytes(data)
 
 
 def read_reply(sock: socket.socket) -> tuple[CommandReply, bytes]:
