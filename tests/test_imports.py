@@ -121,3 +121,39 @@ def test_the_client_imports_where_there_is_no_fcntl(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
+
+#: README's "How it is built", top to bottom: a module may import only what is below its own
+#: layer, or beside it in its own package.
+LAYERS = [
+    "__main__",
+    "cli",
+    "server",
+    "client",
+    "config",
+    "relay",
+    "rules",
+    "users",
+    "gss",
+    "net",
+    "names",
+    "proto",
+    "errors",
+    "constants",
+]
+
+
+def _layer(module: str) -> int:
+    return LAYERS.index(module.split(".")[1])
+
+
+def test_every_import_points_down_the_layers() -> None:
+    upward = sorted(
+        (module, target)
+        for module, targets in import_graph().items()
+        if module != ROOT
+        for target in targets
+        if _layer(target) < _layer(module)
+        or (_layer(target) == _layer(module) and module.split(".")[1] != target.split(".")[1])
+    )
+    assert upward == []
