@@ -1,10 +1,11 @@
 """Loading: a TOML file and `serve` flags -> one checked, frozen `ServerConfig`.
 
 Each setting is read as `options.OPTIONS` declares it; a flag given overrides the file's value
-(both are checked). Every error is collected, so one `ConfigError` lists them all, one per line,
-each naming its key (or flag): `timeouts.idel: unknown setting`. The checks of the whole
-(`_check_whole`: settings that must agree, what the machine must have) run once every setting
-is valid on its own. No other module reads the file.
+(a top-level one replaces it unread; one of a `[table]` overrides it once it is checked).
+Every error is collected, so one `ConfigError` lists them all, one per line, each naming its
+key (or flag): `timeouts.idel: unknown setting`. The checks of the whole (`_check_whole`:
+settings that must agree, what the machine must have) run once every setting is valid on its
+own. No other module reads the file.
 """
 
 from __future__ import annotations

@@ -120,19 +120,19 @@ OPTIONS: tuple[Option, ...] = (
         field="users_file",
     ),
     Option(
-        "allow_open_proxy",
-        checks.boolean,
-        "allow no-auth on a non-loopback address (an open proxy)",
-        flag="--allow-open-proxy",
-        switch=True,
-    ),
-    Option(
         "log_format",
         checks.one_of(LOG_FORMATS),
         "log line format: `text` or `json`",
         flag="--log-format",
         choices=LOG_FORMATS,
         flag_help="log line format (default text)",
+    ),
+    Option(
+        "allow_open_proxy",
+        checks.boolean,
+        "allow no-auth on a non-loopback address (an open proxy)",
+        flag="--allow-open-proxy",
+        switch=True,
     ),
     Option(
         "log_level",
