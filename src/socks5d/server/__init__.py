@@ -1,26 +1,10 @@
-"""The asyncio SOCKS server: listeners, sessions, authentication, outbound connects, relay.
+"""The asyncio SOCKS server: listeners, sessions, authentication, outbound connects.
 
-Names are imported on first use, so that `socks5d.config` can use the pure `rules` module
-without pulling in the whole server.
+`Server` (server/listen.py) is the entry point; the relay engines are `socks5d.relay`'s.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from socks5d.server.listen import Server
 
-_EXPORTS = {
-    "Server": "socks5d.server.listen",
-    "PortableEngine": "socks5d.relay.portable",
-    "RelayEngine": "socks5d.relay",
-    "RelayResult": "socks5d.relay",
-    "select_engine": "socks5d.relay",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["Server"]
