@@ -12,21 +12,18 @@ from collections.abc import Callable
 from socks5d.constants import Command, Reply
 from socks5d.errors import Socks5Error, error_for_oserror
 from socks5d.net import Target as Target
-from socks5d.net import address_of, connect_first, interleave
+from socks5d.net import address_of, connect_first, interleave, lookup
 from socks5d.proto.address import Address, DomainName
 from socks5d.server.context import Request, SessionContext
 from socks5d.server.context import Resolver as Resolver
 
 
 async def system_resolver(name: DomainName, port: int) -> list[Target]:
-    """The system's resolver (`getaddrinfo`), run off the event loop by asyncio."""
+    """The system's resolver, asked as the client library asks it (`socks5d.net.lookup`)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            str(name), port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
+        return await lookup(str(name), port)
     except UnicodeError as exc:  # not a name IDNA can encode (any octets arrive on the wire)
         raise socket.gaierror(socket.EAI_NONAME, f"invalid name: {exc}") from exc
-    return [(family, address) for family, _, _, _, address in infos]  # type: ignore[misc]
 
 
 async def resolve(destination: Address, resolver: Resolver = system_resolver) -> list[Target]:
