@@ -46,7 +46,8 @@ from socks5d.proto import (
     encode_udp,
 )
 from socks5d.rules import Decision
-from socks5d.server.context import Request, Resolver, SessionContext
+from socks5d.server.context import Request, SessionContext
+from socks5d.server.udpnames import NameCache
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +60,6 @@ MAX_SEND_BACKLOG = 1024 * 1024
 MAX_PEERS = 4096
 #: Name resolutions in flight per association; more datagrams to unresolved names are dropped.
 MAX_PENDING_RESOLUTIONS = 16
-
-
-class NameCache:
-    """A small cache of resolved names for UDP destinations (resolving per datagram is slow)."""
-
-    def __init__(self, resolver: Resolver, size: int = 256, ttl: float = 60.0) -> None:
-        self.resolver = resolver
-        self.size = size
-        self.ttl = ttl
-        self._entries: OrderedDict[tuple[str, int], tuple[float, list[Target]]] = OrderedDict()
-
-    def get(self, name: DomainName, port: int) -> list[Target] | None:
-        """The cached addresses, or None when not cached or expired."""
-        entry = self._entries.get((name, port))
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    async def resolve(self, name: DomainName, port: int) -> list[Target]:
-        """Resolve through the cache."""
-        cached = self.get(name, port)
-        if cached is not None:
-            return cached
-        targets = await self.resolver(name, port)
-        self._entries[(name, port)] = (time.monotonic() + self.ttl, targets)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        return targets
 
 
 def _relay_socket(configured: str | None) -> socket.socket:
