@@ -80,6 +80,20 @@ def string_list(value: Any, key: str) -> list[str]:
     return value
 
 
+def listen_address(value: Any, key: str) -> ListenAddress:
+    """One `HOST:PORT` (`admin.listen`)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be HOST:PORT")
+    return parse_listen(value, key)
+
+
+def account_name(value: Any, key: str) -> str:
+    """A user or group name (or number) of this system, checked to exist in `load.py`."""
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+        raise ConfigError(f"{key}: must be a user or group name")
+    return str(value)
+
+
 def listen_addresses(value: Any, key: str) -> tuple[ListenAddress, ...]:
     """`listen`: one address or a list of them, each `HOST:PORT`."""
     return tuple(

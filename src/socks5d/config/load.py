@@ -10,8 +10,10 @@ own. No other module reads the file.
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import os
+import pwd
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -183,8 +185,34 @@ def _check_whole(config: ServerConfig) -> None:
     refusal = open_proxy_refusal(config, config.listen)
     if refusal is not None:
         problems.append(f"listen: {refusal}")
+    admin = config.admin
+    if admin.listen is not None and not admin.listen.is_loopback and not admin.allow_remote_admin:
+        problems.append(
+            f"admin.listen: {admin.listen} is not a loopback address: anyone reaching it reads "
+            "the metrics and every open session. Set admin.allow_remote_admin = true if that is "
+            "really intended"
+        )
+    problems.extend(_account_problems(config))
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _account_problems(config: ServerConfig) -> list[str]:
+    """`user` and `group` must name accounts of this system."""
+    problems = []
+    if config.group is not None and config.user is None:
+        problems.append("group: needs user")
+    for key, name, lookup in (
+        ("user", config.user, pwd.getpwnam),
+        ("group", config.group, grp.getgrnam),
+    ):
+        if name is None or name.isdigit():
+            continue
+        try:
+            lookup(name)
+        except KeyError:
+            problems.append(f"{key}: no such {key} {name!r} on this system")
+    return problems
 
 
 def open_proxy_refusal(config: ServerConfig, listening: Iterable[ListenAddress]) -> str | None:

@@ -138,6 +138,32 @@ OPTIONS: tuple[Option, ...] = (
         "log_level",
         checks.one_of(LOG_LEVELS),
         "least severe level logged: `debug`, `info`, `warning`, `error`",
+        flag="--log-level",
+        choices=LOG_LEVELS,
+        flag_help="least severe level logged (default info)",
+    ),
+    Option(
+        "log_file",
+        checks.path,
+        "log to this file instead of standard error; reopened on SIGUSR1 (logrotate)",
+        flag="--log-file",
+        metavar="FILE",
+        is_path=True,
+    ),
+    Option(
+        "user",
+        checks.account_name,
+        "when started as root: the user to serve as, once the listeners and the log file are "
+        "open",
+        flag="--user",
+        metavar="NAME",
+    ),
+    Option(
+        "group",
+        checks.account_name,
+        "with `user`: the group to serve as; unset: the user's own group",
+        flag="--group",
+        metavar="NAME",
     ),
     Option(
         "socks4",
@@ -153,6 +179,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "timeouts.idle", checks.positive, "seconds without traffic either way that close a tunnel"
+    ),
+    Option(
+        "timeouts.drain",
+        checks.positive,
+        "seconds open tunnels may go on after SIGTERM (see *Operations*)",
     ),
     Option(
         "bind.address",
@@ -322,6 +353,19 @@ OPTIONS: tuple[Option, ...] = (
         "gssapi.answer_clear",
         checks.boolean,
         'answer every level request with "clear" (for curl); needs `clear` in `levels`',
+    ),
+    Option(
+        "admin.listen",
+        checks.listen_address,
+        "HTTP endpoint for `/metrics`, `/healthz`, `/sessions` (see *Operations*); unset: none",
+        flag="--admin-listen",
+        metavar="HOST:PORT",
+        flag_help="serve /metrics, /healthz and /sessions over HTTP here (default: off)",
+    ),
+    Option(
+        "admin.allow_remote_admin",
+        checks.boolean,
+        "allow `admin.listen` on a non-loopback address (anyone reaching it sees the sessions)",
     ),
 )
 

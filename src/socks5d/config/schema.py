@@ -60,6 +60,8 @@ class Timeouts:
     connect: float = 10.0
     #: a tunnel with no traffic either way for this long is closed
     idle: float = 3600.0
+    #: after SIGTERM, how long open tunnels and UDP associations may go on before being closed
+    drain: float = 30.0
 
 
 #: `event_loop` and `relay` spellings.
@@ -174,6 +176,16 @@ class GssapiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The operations endpoint: HTTP `/metrics`, `/healthz`, `/sessions` (off when unset)."""
+
+    #: where the endpoint listens; None: no endpoint
+    listen: ListenAddress | None = None
+    #: the operator's explicit consent to an endpoint on a non-loopback address
+    allow_remote_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `socks5d serve` needs, validated."""
 
@@ -185,6 +197,11 @@ class ServerConfig:
     allow_open_proxy: bool = False
     log_format: str = "text"
     log_level: str = "info"
+    #: log to this file (reopened on SIGUSR1) instead of standard error
+    log_file: Path | None = None
+    #: when started as root: the user and group to serve as, once listeners and log are open
+    user: str | None = None
+    group: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     #: serve SOCKS4/4a on the same listeners (only while no-auth is allowed)
     socks4: bool = True
@@ -194,6 +211,7 @@ class ServerConfig:
     rules: RulesConfig = field(default_factory=RulesConfig)
     performance: Performance = field(default_factory=Performance)
     gssapi: GssapiSettings = field(default_factory=GssapiSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     @property
     def serves_socks4(self) -> bool:
