@@ -14,6 +14,7 @@ import pytest
 
 from socks5d import ConfigError
 from socks5d.config import (
+    OPTIONS,
     ListenAddress,
     ServerConfig,
     Timeouts,
@@ -481,6 +482,16 @@ def test_example_config_documents_every_setting() -> None:
         # set, or shown commented out ("# users = ...")
         assert re.search(rf"^(# )?{key} = ", text, re.MULTILINE), key
     assert re.search(r"^\[timeouts\]$", text, re.MULTILINE)
+
+
+def test_example_config_shows_every_declared_option_in_its_table() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    tables = re.split(r"^\[(\w+)\]$", text, flags=re.MULTILINE)
+    by_table = {"": tables[0], **dict(zip(tables[1::2], tables[2::2], strict=True))}
+    for option in OPTIONS:
+        if option.listed:
+            body = by_table.get(option.section, "")
+            assert re.search(rf"^(# )?{option.name} = ", body, re.MULTILINE), option.key
 
 
 def test_settings_the_example_documents_are_the_ones_build_config_accepts() -> None:

@@ -139,6 +139,7 @@ LAYERS = [
     "names",
     "proto",
     "errors",
+    "extras",
     "constants",
 ]
 

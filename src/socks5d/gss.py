@@ -1,6 +1,6 @@
 """GSS-API for SOCKS5 (RFC 1961), both roles: the security context, the protection-level
-sub-negotiation and per-message protection, over python-gssapi (`pip install
-'socks5d[gssapi]'`). No I/O here: the server's session and the client's handshake move the
+sub-negotiation and per-message protection, over python-gssapi (the `gssapi`
+extra). No I/O here: the server's session and the client's handshake move the
 tokens; `proto.gssapi` frames them.
 
     negotiation = Acceptor(credentials)             # server: one per connection
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from socks5d.constants import ProtectionLevel
 from socks5d.errors import AuthFailed, ConfigError, LocalProtocolError, ProtocolError
+from socks5d.extras import install_hint
 from socks5d.proto.gssapi import (
     MAX_TOKEN_LENGTH,
     EncapsulatedStream,
@@ -37,7 +38,7 @@ LEVEL_NAMES: dict[str, ProtectionLevel] = {
 }
 #: The service name Dante's client asks for by default (`rcmd@<proxy host>`).
 DEFAULT_SERVICE = "rcmd"
-INSTALL_HINT = "GSS-API needs python-gssapi: pip install 'socks5d[gssapi]'"
+INSTALL_HINT = f"GSS-API needs python-gssapi: {install_hint('gssapi')}"
 
 
 def gssapi_module() -> Any:

@@ -27,6 +27,7 @@ from socks5d.config.rules_table import TABLES, parse_rule_tables
 from socks5d.config.schema import ListenAddress, ServerConfig
 from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.errors import ConfigError
+from socks5d.extras import install_hint
 from socks5d.gss import INSTALL_HINT
 
 
@@ -169,9 +170,7 @@ def _check_whole(config: ServerConfig) -> None:
     problems: list[str] = []
     performance = config.performance
     if performance.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        problems.append(
-            "performance.event_loop: uvloop is not installed (pip install 'socks5d[fast]')"
-        )
+        problems.append(f"performance.event_loop: uvloop is not installed ({install_hint('fast')})")
     if performance.relay == "splice" and not (
         sys.platform.startswith("linux") and hasattr(os, "splice")
     ):

@@ -24,6 +24,7 @@ from socks5d.config.schema import (
     ServerConfig,
 )
 from socks5d.constants import AuthMethod, ProtectionLevel
+from socks5d.extras import install_hint
 from socks5d.gss import LEVEL_NAMES
 from socks5d.rules import ACTIONS
 
@@ -153,8 +154,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "user",
         checks.account_name,
-        "when started as root: the user to serve as, once the listeners and the log file are "
-        "open",
+        "when started as root: the user to serve as, once the listeners and the log file are open",
         flag="--user",
         metavar="NAME",
     ),
@@ -290,7 +290,7 @@ OPTIONS: tuple[Option, ...] = (
         "`auto` (uvloop when installed), `asyncio` or `uvloop`",
         flag="--loop",
         choices=EVENT_LOOPS,
-        flag_help="event loop; auto: uvloop when installed, pip install 'socks5d[fast]' "
+        flag_help=f"event loop; auto: uvloop when installed ({install_hint('fast')}) "
         "(default auto)",
     ),
     Option(

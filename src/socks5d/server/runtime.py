@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from socks5d.config import ListenAddress, ServerConfig
 from socks5d.errors import ConfigError
+from socks5d.extras import install_hint
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def loop_factory(name: str) -> LoopFactory:
         except ImportError:
             if name == "uvloop":
                 raise ConfigError(
-                    "performance.event_loop: uvloop is not installed (pip install 'socks5d[fast]')"
+                    f"performance.event_loop: uvloop is not installed ({install_hint('fast')})"
                 ) from None
         else:
             return uvloop.new_event_loop
