@@ -21,6 +21,8 @@ APT_PACKAGES=(
   make            # that build
   xz-utils        # unpacking Dante's source tarball
   debian-archive-keyring  # checking the deb-src index the tarball is fetched through
+  systemd         # systemd-analyze verify of contrib/socks5d.service
+  logrotate       # logrotate --debug of contrib/socks5d.logrotate
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
