@@ -324,12 +324,24 @@ class Server:
         """
         self.draining = True
         self._listeners.close()
+        log.info(
+            "draining: %d sessions open, closing what is left in %gs",
+            self.active_sessions,
+            timeout,
+            extra={"fields": {"sessions": self.active_sessions, "deadline": timeout}},
+        )
         try:
             async with asyncio.timeout(timeout):
                 await self._no_sessions.wait()
         except TimeoutError:
             pass
         left = self.active_sessions
+        if left:
+            log.info(
+                "drain deadline: %d sessions left, closing them",
+                left,
+                extra={"fields": {"sessions": left}},
+            )
         await self._end_sessions()
         return left
 
