@@ -38,13 +38,12 @@ def destination() -> Iterator[socket.socket]:
         yield sock
 
 
-def one_session(server: ServeProcess, destination: socket.socket, tag: bytes) -> int:
-    """A CONNECT through the server; the destination port it used, as its access line says."""
+def one_session(server: ServeProcess, destination: socket.socket, tag: bytes) -> None:
+    """A CONNECT through the server, bytes both ways, closed."""
     host, port = server.listeners()[0]
-    with sync.connect(*destination.getsockname()[:2], proxy=f"socks5://{host}:{port}") as client:
-        with echo_pair(destination, client) as far:
-            exchange(client, far, tag)
-            return int(client.getsockname()[1])
+    client = sync.connect(*destination.getsockname()[:2], proxy=f"socks5://{host}:{port}")
+    with client, echo_pair(destination, client) as far:
+        exchange(client, far, tag)
 
 
 def test_sigusr1_reopens_the_log_file_after_a_rename(
@@ -91,9 +90,7 @@ def test_a_log_file_that_cannot_be_opened_stops_the_start_naming_it(
     missing = tmp_path / "no such directory" / "socks5d.log"
     server = serve("--listen", "127.0.0.1:0", "--log-file", str(missing), ready=False)
     assert server.wait_exit() == 1
-    assert server.rest == (
-        f"socks5d: log_file: cannot open {missing}: No such file or directory\n"
-    )
+    assert server.rest == (f"socks5d: log_file: cannot open {missing}: No such file or directory\n")
 
 
 @pytest.fixture

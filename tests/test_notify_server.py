@@ -46,7 +46,7 @@ def test_notifications_in_order_ready_status_reloading_ready_stopping(
     config = tmp_path / "socks5d.toml"
     config.write_text('listen = ["127.0.0.1:0"]\n')
     server = serve("--config", str(config), env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
-    (host, port), = server.listeners()
+    ((host, port),) = server.listeners()
     ready = receive(manager)
     assert ready == {
         "READY": "1",
