@@ -117,6 +117,7 @@ class Server:
         self.services: Services
         #: how many connections were refused before the greeting, by reason
         self.refused: Counter[str] = Counter()
+        #: True once a drain began (SIGTERM): the listeners are closed for good
         self.draining = False
         self._listeners = Listeners(self._start_session, reuse_port=reuse_port)
         self._sessions: set[asyncio.Task[None]] = set()
