@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from socks5d import __version__
 from socks5d.client import sync
@@ -26,11 +28,15 @@ from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.gss import acceptor_credentials
 from socks5d.proto import AuthMethod
 from socks5d.server.accesslog import configure_logging
+from socks5d.server.control import ControlSockets, serve_control
 from socks5d.server.listen import Server
+from socks5d.server.notify import ENVIRONMENT_VARIABLE as NOTIFY_VARIABLE
+from socks5d.server.notify import Notifier
+from socks5d.server.ports import PortReservations
 from socks5d.server.runtime import (
     Supervisor,
+    WorkerEnds,
     loop_factory,
-    reserve_ports,
     unblock_signals,
     worker_count,
 )
@@ -119,36 +125,84 @@ def _serve(args: argparse.Namespace) -> int:
     new_loop = loop_factory(config.performance.event_loop)
     workers = worker_count(config.performance.workers)
 
-    def serve(config: ServerConfig, reload: Loader, *, reuse_port: bool) -> int:
+    def serve(
+        config: ServerConfig, users: UserDatabase | None, reload: Loader, **options: Any
+    ) -> int:
         try:
             with asyncio.Runner(loop_factory=new_loop) as runner:
-                runner.run(run_server(config, users, reload=reload, reuse_port=reuse_port))
+                runner.run(run_server(config, users, reload=reload, **options))
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
         return 0
 
     if workers == 1:
-        return serve(config, load, reuse_port=False)
+        return serve(config, users, load, reuse_port=False)
+    # The supervisor: it binds what the workers share (port reservations, the admin socket,
+    # one control socket per worker number), then forks (server/runtime.py).
+    reservations = PortReservations()
+    control: ControlSockets | None = None
+    admin_socket: socket.socket | None = None
     try:
-        shared, reserved = reserve_ports(config)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        try:
+            shared = replace(config, listen=reservations.update(config.listen))
+            if config.admin.listen is not None:
+                from socks5d.server import fleet  # the admin endpoint's imports, only then
 
-    def reload_worker() -> tuple[ServerConfig, UserDatabase | None]:
-        new, new_users = load()
-        if new.listen == config.listen:  # port 0 was made a real port once, for all workers
-            new = replace(new, listen=shared.listen)
-        return new, new_users
+                admin_socket = fleet.bind_admin(config.admin.listen)
+                control = ControlSockets(workers)
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        #: what a worker started now serves: the configuration of the last reload
+        current = (shared, users)
+        notifier = Notifier.from_environment()
+        os.environ.pop(NOTIFY_VARIABLE, None)  # the supervisor alone speaks to it
 
-    try:
-        return Supervisor(
-            workers, lambda _: serve(shared, reload_worker, reuse_port=True), reserved
-        ).run()
+        def reload_worker() -> tuple[ServerConfig, UserDatabase | None]:
+            new, new_users = load()
+            return replace(new, listen=reservations.shared(new.listen)), new_users
+
+        def reload_supervisor() -> None:
+            nonlocal current
+            new, new_users = load(warn=False)
+            current = (replace(new, listen=reservations.update(new.listen)), new_users)
+            supervisor.drain = new.timeouts.drain
+
+        def run_worker(ends: WorkerEnds) -> int:
+            return serve(
+                *current,
+                reload_worker,
+                reuse_port=True,
+                notifier=Notifier(ends.notify, pid=os.getpid()),
+                control=ends.control,
+            )
+
+        def run_admin() -> int:
+            from socks5d.server import fleet
+
+            assert config.admin.listen is not None and admin_socket is not None and control
+            return fleet.run_admin(config.admin.listen, admin_socket, control.paths, new_loop)
+
+        supervisor = Supervisor(
+            workers,
+            run_worker,
+            reservations.sockets,
+            drain=config.timeouts.drain,
+            notifier=notifier,
+            control=None if control is None else control.sockets,
+            run_admin=None if control is None else run_admin,
+            admin_socket=admin_socket,
+            reload=reload_supervisor,
+            reopen_log=None,
+        )
+        return supervisor.run()
     finally:
-        for sock in reserved:
-            sock.close()
+        reservations.close()
+        if control is not None:
+            control.close()
+        if admin_socket is not None:
+            admin_socket.close()
 
 
 Loader = Callable[[], tuple[ServerConfig, UserDatabase | None]]
@@ -178,10 +232,13 @@ async def run_server(
     reload: Loader | None = None,
     *,
     reuse_port: bool = False,
+    notifier: Notifier | None = None,
+    control: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close every listener and session. SIGHUP reloads
     rules, users, limits and timeouts through `reload`, without touching established tunnels.
     `reuse_port`: listen beside the other worker processes (SO_REUSEPORT).
+    `control`: a worker's control socket, served while the server runs (server/control.py).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -194,7 +251,11 @@ async def run_server(
         loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
     unblock_signals(signals)
     try:
-        async with server:
+        async with server, contextlib.AsyncExitStack() as services:
+            if control is not None:
+                await services.enter_async_context(serve_control(server, control))
+            if notifier is not None:
+                notifier.ready()
             log.info(
                 "socks5d %s ready: %s event loop, %s relay, pid %d",
                 __version__,
