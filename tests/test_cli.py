@@ -538,12 +538,12 @@ def test_serve_no_socks4_turns_socks4_off(serve: Callable[..., ServeProcess]) ->
 def test_serve_warns_at_start_about_a_users_file_others_can_write(
     tmp_path: Path, serve: Callable[..., ServeProcess], stdin: Callable[[str], None]
 ) -> None:
-    users = make_users_file(tmp_path / "users", stdin, 0o664)
+    users = make_users_file(tmp_path / "users", stdin, 0o660)
     process = serve("--listen", "127.0.0.1:0", "--users", str(users), "--log-format", "json")
     started = process.wait_for(lambda message: " ready: " in message)
     warnings = [entry for entry in started if entry["level"] == "warning"]
     assert [(entry["logger"], entry["message"]) for entry in warnings] == [
-        ("socks5d.cli", writable_warning(users, "group", 0o664))
+        ("socks5d.cli", writable_warning(users, "group", 0o660))
     ]
     assert process.stop(signal.SIGTERM)[0] == 0
 

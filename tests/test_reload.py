@@ -300,23 +300,23 @@ def connect_inside(namespace: str, address: tuple[str, int]) -> socket.socket:
 def test_sighup_refuses_no_auth_while_a_public_socket_stays_bound(
     tmp_path: Path, serve, namespace: str
 ) -> None:
-    """The attack: start on 0.0.0.0 with passwords, change the file to 127.0.0.1 without
-    authentication, SIGHUP. The 0.0.0.0 socket stays bound (listen addresses change only on
-    restart), so the new file would make it an open proxy: the reload is refused whole."""
+    """The attack: start on 0.0.0.0 with passwords, add 127.0.0.1 to the file and drop the
+    passwords, SIGHUP. The 0.0.0.0 socket stays bound (unchanged listen addresses keep their
+    socket), so the new file would make it an open proxy: the reload is refused whole."""
     set_password(tmp_path / "users", "alice", "alice-pw")
     config = write(tmp_path / "socks5d.toml", 'listen = ["0.0.0.0:0"]\nusers = "users"\n')
     server = serve(config, listen=None, namespace=namespace)
     port = server.address[1]
     assert server.address[0] == "0.0.0.0"
 
-    write(config, 'listen = ["127.0.0.1:1080"]\n')
+    write(config, 'listen = ["0.0.0.0:0", "127.0.0.1:1080"]\n')
     server.process.send_signal(signal.SIGHUP)
     outcome = server.wait_for(
         lambda e: e["logger"] == "socks5d.cli" and e["level"] in ("info", "error")
     )
     assert outcome["message"] == (
-        "reload failed, keeping the previous configuration: listening on "
-        f"0.0.0.0:{port} is not a loopback address and auth allows "
+        "reload failed, keeping the previous configuration: listen: "
+        "0.0.0.0:0 is not a loopback address and auth allows "
         '"none": that is an open proxy. Require userpass, or set allow_open_proxy = true '
         "(--allow-open-proxy) if that is really intended"
     )

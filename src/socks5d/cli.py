@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,19 +25,13 @@ from socks5d.config import ServerConfig, add_flags, flag_values, load_config
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.gss import acceptor_credentials
 from socks5d.proto import AuthMethod
-from socks5d.server.accesslog import configure_logging
-from socks5d.server.control import ControlSockets, serve_control
-from socks5d.server.listen import Server
+from socks5d.server.accesslog import configure_logging, reopen_log_file
+from socks5d.server.control import ControlSockets
+from socks5d.server.lifecycle import Loader, run_server
 from socks5d.server.notify import ENVIRONMENT_VARIABLE as NOTIFY_VARIABLE
 from socks5d.server.notify import Notifier
 from socks5d.server.ports import PortReservations
-from socks5d.server.runtime import (
-    Supervisor,
-    WorkerEnds,
-    loop_factory,
-    unblock_signals,
-    worker_count,
-)
+from socks5d.server.runtime import Supervisor, WorkerEnds, loop_factory, worker_count
 from socks5d.users import UserDatabase, permissions_warning, set_password
 
 log = logging.getLogger("socks5d.cli")
@@ -119,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
         return config, users
 
     config, users = load(warn=False)  # the warning waits for the configured log format
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(config.log_format, config.log_level, config.log_file)
     if config.users_file is not None:
         _warn_about_users_file(config.users_file)
     new_loop = loop_factory(config.performance.event_loop)
@@ -175,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
                 reload_worker,
                 reuse_port=True,
                 notifier=Notifier(ends.notify, pid=os.getpid()),
-                control=ends.control,
+                control_socket=ends.control,
             )
 
         def run_admin() -> int:
@@ -194,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
             run_admin=None if control is None else run_admin,
             admin_socket=admin_socket,
             reload=reload_supervisor,
-            reopen_log=None,
+            reopen_log=reopen_log_file,
         )
         return supervisor.run()
     finally:
@@ -205,69 +197,9 @@ def _serve(args: argparse.Namespace) -> int:
             admin_socket.close()
 
 
-Loader = Callable[[], tuple[ServerConfig, UserDatabase | None]]
-
-
 def _warn_about_users_file(path: Path) -> None:
     if (warning := permissions_warning(path)) is not None:
         log.warning("%s", warning)
-
-
-def _reload(server: Server, load: Loader) -> None:
-    """SIGHUP: read the configuration and users again; keep the old ones if that fails."""
-    try:
-        config, users = load()
-        if config.listen != server.config.listen:
-            log.warning("reload: listen addresses change only on restart")
-        server.apply(config, users)
-    except (ConfigError, ValueError, OSError) as exc:
-        log.error("reload failed, keeping the previous configuration: %s", exc)
-        return
-    log.info("configuration reloaded")
-
-
-async def run_server(
-    config: ServerConfig,
-    users: UserDatabase | None = None,
-    reload: Loader | None = None,
-    *,
-    reuse_port: bool = False,
-    notifier: Notifier | None = None,
-    control: socket.socket | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then close every listener and session. SIGHUP reloads
-    rules, users, limits and timeouts through `reload`, without touching established tunnels.
-    `reuse_port`: listen beside the other worker processes (SO_REUSEPORT).
-    `control`: a worker's control socket, served while the server runs (server/control.py).
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = [signal.SIGTERM, signal.SIGINT]
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    server = Server(config, users, reuse_port=reuse_port)
-    if reload is not None:  # before listening: a SIGHUP must never find the default action
-        signals.append(signal.SIGHUP)
-        loop.add_signal_handler(signal.SIGHUP, _reload, server, reload)
-    unblock_signals(signals)
-    try:
-        async with server, contextlib.AsyncExitStack() as services:
-            if control is not None:
-                await services.enter_async_context(serve_control(server, control))
-            if notifier is not None:
-                notifier.ready()
-            log.info(
-                "socks5d %s ready: %s event loop, %s relay, pid %d",
-                __version__,
-                "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
-                type(server.relay_engine).__name__.removesuffix("Engine").lower(),
-                os.getpid(),
-            )
-            await stop.wait()
-            log.info("shutting down")
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
 
 
 def _read_password(name: str) -> str:

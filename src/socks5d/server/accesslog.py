@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 ACCESS_LOGGER = "socks5d.access"
 
@@ -136,17 +138,62 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 
-def configure_logging(log_format: str, level: str = "info") -> None:
-    """Send every socks5d log line to stderr in `log_format` ("text" or "json"). This is the
-    `socks5d serve` process's setup: it also changes process-wide `logging` settings.
+#: Where `configure_logging` sends the lines when that is a file: its path and handler.
+_log_file: tuple[Path, logging.StreamHandler[TextIO]] | None = None
+
+
+def _open_log_file(path: Path) -> TextIO:
+    """`path` opened for appending, line-buffered (a line is in the file once logged), created
+    readable by owner and group only.
+
+    Raises:
+        OSError: it cannot be opened; the message names the path.
     """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise OSError(exc.errno, f"log_file: cannot open {path}: {exc.strerror}") from exc
+    return open(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
+def configure_logging(log_format: str, level: str = "info", log_file: Path | None = None) -> None:
+    """Send every socks5d log line to stderr, or to `log_file` (appended to), in `log_format`
+    ("text" or "json"). This is the `socks5d serve` process's setup: it also changes
+    process-wide `logging` settings.
+
+    Raises:
+        OSError: `log_file` cannot be opened (the message names it).
+    """
+    global _log_file
     # Neither format prints thread or process names: do not collect them for every line.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    stream = _open_log_file(log_file) if log_file is not None else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("socks5d")
+    if _log_file is not None:  # configured again: the file opened before is done with
+        _log_file[1].close()
+        _log_file[1].stream.close()
+    _log_file = (log_file, handler) if log_file is not None else None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def reopen_log_file() -> bool:
+    """Open the log file again by its path, so that lines go to the file now there (logrotate
+    renamed the old one, `postrotate kill -USR1`); the old one is closed. False when the lines
+    go to stderr (no log file configured).
+
+    Raises:
+        OSError: the file cannot be opened; the lines still go to the old one.
+    """
+    if _log_file is None:
+        return False
+    path, handler = _log_file
+    old = handler.setStream(_open_log_file(path))  # flushes the old stream first
+    if old is not None:
+        old.close()
+    return True

@@ -3,18 +3,21 @@
 server = Server(config)
 await server.start()          # binds every listen address
 ...
+server.reload(config, users)  # SIGHUP: new listen addresses, rules, users; all or nothing
+left = await server.drain(30) # SIGTERM: stop accepting, let open sessions finish (or not)
 await server.close()          # stops accepting, ends every session, frees every socket
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ from socks5d.server.connect import system_resolver
 from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.limits import AuthThrottle, Slots
+from socks5d.server.listeners import Listeners
 from socks5d.server.passwords import Authenticator
 from socks5d.server.session import Session
 from socks5d.users import UserDatabase
@@ -40,34 +44,6 @@ if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-BACKLOG = 1024
-#: accept() errors that mean "out of descriptors or memory": back off and retry, never stop.
-_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-#: The longest pause of accepting after running out of descriptors.
-MAX_ACCEPT_BACKOFF = 1.0
-#: The most connections accepted per readiness event, before other work gets a turn.
-ACCEPT_BATCH = 32
-
-
-def _bind(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
-    infos = socket.getaddrinfo(
-        address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:  # worker processes: the kernel spreads connections over them
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def own_addresses(config: ServerConfig) -> set[IPAddress]:
@@ -141,19 +117,29 @@ class Server:
         self.services: Services
         #: how many connections were refused before the greeting, by reason
         self.refused: Counter[str] = Counter()
-        self._listeners: list[socket.socket] = []
-        #: pauses of accepting after running out of descriptors
-        self._paused: dict[socket.socket, asyncio.TimerHandle] = {}
-        self._backoff = 0.0
+        self.draining = False
+        self._listeners = Listeners(self._start_session, reuse_port=reuse_port)
         self._sessions: set[asyncio.Task[None]] = set()
         #: sessions whose tunnel the relay engine runs (`Session.hand_over`)
-        self.tunnels: set[Session] = set()
+        self.tunnels: set[Session] = _Tunnels(self._sessions_changed)
+        #: called whenever `active_sessions` may have changed (`watch_sessions`)
+        self._watchers: list[Callable[[], None]] = []
+        #: set while no session is open (`drain` waits on it)
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
         self.apply(config, users)
 
-    def apply(self, config: ServerConfig, users: UserDatabase | None = None) -> None:
+    def apply(
+        self,
+        config: ServerConfig,
+        users: UserDatabase | None = None,
+        *,
+        bound: Iterable[ListenAddress] | None = None,
+    ) -> None:
         """Take a new configuration: rules, users, limits and timeouts apply to new sessions
-        at once; established tunnels go on. Listen addresses are fixed at start. Every login
-        block and count of the password-guessing throttle is forgotten.
+        at once; established tunnels go on. The listeners stay as they are (`reload` changes
+        them too). Every login block and count of the password-guessing throttle is forgotten.
+        `bound`: the addresses the open-proxy guard judges; the bound sockets' when not given.
 
         Raises:
             ConfigError: the users file cannot be read, the GSS-API keytab has no key for
@@ -161,7 +147,8 @@ class Server:
                 changed then).
         """
         # The sockets actually bound decide, not the file's list: a reload keeps them.
-        bound = [ListenAddress(host, port) for host, port in self.addresses]
+        if bound is None:
+            bound = [ListenAddress(host, port) for host, port in self.addresses]
         refusal = open_proxy_refusal(config, bound)
         if refusal is not None:
             raise ConfigError(f"listening on {refusal}")
@@ -278,7 +265,7 @@ class Server:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) each listener is bound to (real ports when 0 was asked)."""
-        return [sock.getsockname()[:2] for sock in self._listeners]
+        return self._listeners.addresses
 
     @property
     def active_sessions(self) -> int:
@@ -286,47 +273,65 @@ class Server:
         return len(self._sessions) + len(self.tunnels)
 
     async def start(self) -> None:
-        """Bind every listen address and start accepting."""
-        try:
-            for address in self.config.listen:
-                self._listeners.append(_bind(address, reuse_port=self.reuse_port))
-        except BaseException:
-            for sock in self._listeners:
-                sock.close()
-            self._listeners.clear()
-            raise
-        for sock in self._listeners:
-            name = format_peer(sock.getsockname())
-            log.info("listening on %s", name, extra={"fields": {"listener": name}})
-            self._watch(sock, name)
+        """Bind every listen address and start accepting.
 
-    def _accept(self, listener: socket.socket, name: str) -> None:
-        """The listener is readable: accept what is queued (up to `ACCEPT_BATCH`), start a
-        session for each. Out of descriptors: stop watching the listener for a growing pause.
+        Raises:
+            ListenError: an address cannot be bound (the message names it); none stays bound.
         """
-        loop = asyncio.get_running_loop()
-        for _ in range(ACCEPT_BATCH):
-            try:
-                client, peer = listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    self._backoff = min(MAX_ACCEPT_BACKOFF, self._backoff * 2 or 0.01)
-                    log.warning("accept on %s: %s; retrying in %.2fs", name, exc, self._backoff)
-                    loop.remove_reader(listener.fileno())
-                    self._paused[listener] = loop.call_later(
-                        self._backoff, self._watch, listener, name
-                    )
-                else:
-                    log.warning("accept on %s: %s", name, exc)
-                return
-            self._backoff = 0.0
-            self._start_session(client, peer, name)
+        self._listeners.open(self.config.listen)
 
-    def _watch(self, listener: socket.socket, name: str) -> None:
-        self._paused.pop(listener, None)
-        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener, name)
+    def reload(self, config: ServerConfig, users: UserDatabase | None = None) -> None:
+        """Take a new configuration, listen addresses included, as one step: addresses added
+        are bound, removed ones closed (their sessions go on), unchanged ones keep their
+        socket; then as `apply`. If any part fails nothing changes.
+
+        Raises:
+            ListenError: a new address cannot be bound.
+            ConfigError, ValueError: as `apply`; the open-proxy guard judges the sockets
+                that would be bound after the reload.
+        """
+        change = self._listeners.prepare(config.listen)
+        try:
+            self.apply(config, users, bound=change.bound)
+        except BaseException:
+            change.abort()
+            raise
+        change.commit()
+
+    def rebind(self, listen: Iterable[ListenAddress]) -> None:
+        """Listen on `listen` from now on, the rest of the configuration unchanged (`reload`)."""
+        self.reload(replace(self.config, listen=tuple(listen)), self.authenticator.users)
+
+    def watch_sessions(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (on the event loop) whenever `active_sessions` may have changed."""
+        self._watchers.append(callback)
+
+    def _sessions_changed(self) -> None:
+        if self.active_sessions:
+            self._no_sessions.clear()
+        else:
+            self._no_sessions.set()
+        for callback in self._watchers:
+            callback()
+
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting (the listeners are closed: connecting is refused), let the open
+        sessions (tunnels, handshakes in progress, UDP associations, BIND waits) go on for up
+        to `timeout` seconds, then end what is left (`outcome=server closing`).
+
+        Returns:
+            How many sessions were still open at the deadline (0 when all ended before).
+        """
+        self.draining = True
+        self._listeners.close()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._no_sessions.wait()
+        except TimeoutError:
+            pass
+        left = self.active_sessions
+        await self._end_sessions()
+        return left
 
     def _start_session(self, client: socket.socket, peer: Any, name: str) -> None:
         address = address_of(peer)
@@ -349,7 +354,12 @@ class Server:
         session = Session(self.services, self.tunnels, client, peer, name, address)
         task = asyncio.create_task(session.run())
         self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
+        task.add_done_callback(self._session_done)
+        self._sessions_changed()
+
+    def _session_done(self, task: asyncio.Task[None]) -> None:
+        self._sessions.discard(task)
+        self._sessions_changed()
 
     def _admit(self, client: IPAddress, listener: str) -> str | None:
         """None when `client` may start a session, else why not. On success the session owns
@@ -372,14 +382,13 @@ class Server:
 
     async def close(self) -> None:
         """Stop accepting, end every session and close every socket."""
-        loop = asyncio.get_running_loop()
-        for handle in self._paused.values():
-            handle.cancel()
-        self._paused.clear()
-        for sock in self._listeners:
-            loop.remove_reader(sock.fileno())
-            sock.close()
-        self._listeners.clear()
+        self._listeners.close()
+        await self._end_sessions()
+        self._relay_engine.close()
+        self.hash_pool.close()
+
+    async def _end_sessions(self) -> None:
+        """End every open session now (`outcome=server closing`) and wait until they are."""
         sessions = list(self._sessions)
         for task in sessions:
             task.cancel()
@@ -388,8 +397,6 @@ class Server:
         for tunnel in tunnels:
             tunnel.abort()
         await asyncio.gather(*(tunnel.wait() for tunnel in tunnels))
-        self._relay_engine.close()
-        self.hash_pool.close()
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -397,3 +404,16 @@ class Server:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class _Tunnels(set["Session"]):
+    """The server's set of tunnels; tells the server when one leaves (`Session._relayed`)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        super().__init__()
+        self._changed = changed
+
+    def discard(self, session: object) -> None:
+        if session in self:
+            super().discard(session)
+            self._changed()

@@ -140,7 +140,7 @@ class Supervisor:
         reload: called on SIGHUP before the workers get it; raising ConfigError, ValueError
             or OSError refuses the reload (logged), and the workers are not told.
         reopen_log: called on SIGUSR1; False when there is no log file (the signal is then
-            ignored, with a log line).
+            ignored, with a log line); OSError when the file cannot be opened again.
     """
 
     def __init__(
@@ -289,9 +289,15 @@ class Supervisor:
         self._signal_workers(signal.SIGHUP)
 
     def _reopen(self) -> None:
-        if self.reopen_log is None or not self.reopen_log():
-            log.info("SIGUSR1 ignored: no log file to reopen")
+        try:
+            reopened = self.reopen_log is not None and self.reopen_log()
+        except OSError as exc:  # each worker tries for itself all the same
+            log.error("SIGUSR1: %s; still writing to the log file opened before", exc)
+            reopened = True
+        if not reopened:
+            log.info("SIGUSR1 ignored: no log file to reopen (logging to stderr)")
             return
+        log.info("log file reopened")
         self._signal_workers(signal.SIGUSR1)
 
     def _signal_workers(self, signum: signal.Signals) -> None:

@@ -163,6 +163,9 @@ class Session:
                     destination = None  # the client's own address (RFC 1928 §6), no destination
                 self.authorize(request.command, destination)
                 await COMMANDS[request.command](self, request)
+        except asyncio.CancelledError:  # the server ends the session: drain deadline, stop
+            self.record["outcome"] = "server closing"
+            raise
         except Socks5Error as exc:
             if self.connection.state in _REPLY_STATES:
                 await self._reply_failure(exc)
