@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -369,6 +372,43 @@ def test_sighup_adds_and_removes_a_listener_in_every_worker(
     assert victim not in replaced
     assert_every_worker_serves(replaced, second, destination)
     assert not any(e["message"].startswith("listening on") for e in server.entries[mark:-1])
+    assert server.finish() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_with_user_set_a_reload_may_remove_a_listener_but_not_add_one(
+    serve: Callable[..., Supervised], destination: socket.socket, request: pytest.FixtureRequest
+) -> None:
+    # the workers read the file again as nobody: out of the test's private directory
+    readable = Path(tempfile.mkdtemp(prefix="socks5d-test-"))
+    readable.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(readable))
+    config = readable / "listen.toml"
+    first, second = free_port(), free_port()
+    write_listen(config, f"127.0.0.1:{first}", f"127.0.0.1:{second}")
+    config.chmod(0o644)
+    server = serve("--config", str(config), "--workers", "2", "--user", "nobody")
+    server.wait_for_message(f"listening on 127.0.0.1:{second}", count=2)
+    workers = server.workers(2)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    wait_until(
+        lambda: all(os.stat(f"/proc/{pid}").st_uid == nobody for pid in workers),
+        lambda: "every worker serves as nobody",
+    )
+    assert os.stat(f"/proc/{server.pid}").st_uid == 0  # the supervisor may start another
+
+    write_listen(config, f"127.0.0.1:{second}")
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_for_message("configuration reloaded", count=2)
+    wait_until(lambda: connection_refused(first), lambda: f"port {first} closed")
+    assert_every_worker_serves(workers, second, destination)
+
+    write_listen(config, f"127.0.0.1:{second}", f"127.0.0.1:{first}")
+    os.kill(server.pid, signal.SIGHUP)
+    (refusal,) = server.wait_for(lambda e: e["message"].startswith("reload refused"))
+    assert f"127.0.0.1:{first} cannot be added by a reload" in refusal["message"]
+    assert "user = 'nobody'" in refusal["message"]
+    assert connection_refused(first)
     assert server.finish() == 0
 
 

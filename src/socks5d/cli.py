@@ -158,6 +158,15 @@ def _serve(args: argparse.Namespace) -> int:
         def reload_supervisor() -> None:
             nonlocal current
             new, new_users = load(warn=False)
+            added = [str(a) for a in new.listen if a not in reservations.held]
+            if added and new.user is not None and os.geteuid() == 0:
+                # The kernel lets sockets share a SO_REUSEPORT port only when one uid made
+                # them all: the workers serve as `user` now, a worker started later binds as
+                # root before it switches, so the two could never share an added port.
+                raise ConfigError(
+                    f"listen: {', '.join(added)} cannot be added by a reload under "
+                    f"performance.workers with user = {new.user!r}: restart to add it"
+                )
             current = (replace(new, listen=reservations.update(new.listen)), new_users)
             supervisor.drain = new.timeouts.drain
 
