@@ -250,21 +250,33 @@ def test_a_replaced_worker_leaves_its_counts_in_the_sum(
 # --- drain ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("pytest_needs_prometheus")
+@pytest.mark.parametrize("with_admin", [False, True], ids=["alone", "with-admin"])
 def test_sigterm_drains_every_worker_keeping_an_open_tunnel_then_exits_0(
-    serve: Callable[..., Supervised], destination: socket.socket, tmp_path: Path
+    serve: Callable[..., Supervised],
+    destination: socket.socket,
+    tmp_path: Path,
+    with_admin: bool,
 ) -> None:
-    server, port, admin = admin_serve(serve, tmp_path)
-    worker_pids(server)
+    if with_admin:
+        pytest.importorskip("prometheus_client")
+        server, port, admin = admin_serve(serve, tmp_path)
+        worker_pids(server)
+    else:
+        config = tmp_path / "drain.toml"
+        config.write_text("[timeouts]\ndrain = 20\n", encoding="utf-8")
+        server = serve("--config", str(config), "--workers", "2", "--listen", "127.0.0.1:0")
+        port = server.wait_listening(2)
+        server.workers(2)
     with contextlib.ExitStack() as stack:
         tunnel, far_end = open_echoed_tunnel(stack, port, destination, b"before the drain")
         server.process.send_signal(signal.SIGTERM)
-        server.wait_for(lambda e: e["message"].startswith("draining 2 workers"))
-        wait_until(
-            lambda: get(admin, "/healthz") == (503, b"draining"),
-            lambda: f"/healthz draining: {get(admin, '/healthz')}",
-        )
-        assert total(scrape(admin), "socks5d_draining") == 1
+        server.wait_for_message("draining 2 workers for up to 20 s")
+        if with_admin:
+            wait_until(
+                lambda: get(admin, "/healthz") == (503, b"draining"),
+                lambda: f"/healthz draining: {get(admin, '/healthz')}",
+            )
+            assert total(scrape(admin), "socks5d_draining") == 1
         # no new connection: the listeners are closed (the reservation does not listen)
         wait_until(
             lambda: connection_refused(port),
