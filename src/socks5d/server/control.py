@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -139,7 +140,10 @@ async def serve_control(server: Observed, sock: socket.socket) -> AsyncIterator[
             tasks.discard(task)
 
     sock.setblocking(False)
-    endpoint = await asyncio.start_unix_server(converse, sock=sock, limit=MAX_REQUEST)
+    # The path is the supervisor's: a worker that stops must not unlink it (Python 3.13
+    # would), the worker that replaces it serves the same socket.
+    keep_path: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+    endpoint = await asyncio.start_unix_server(converse, sock=sock, limit=MAX_REQUEST, **keep_path)
     try:
         yield
     finally:
