@@ -81,7 +81,7 @@ async def test_the_control_directory_is_private_and_removed() -> None:
 
 async def test_metrics_and_sessions_requests_answer_the_servers_own_values() -> None:
     async with servers(1) as ((server,), control), echo_server() as destination:
-        reader, writer = await tunnel_through(server, destination)
+        _, writer = await tunnel_through(server, destination)
         try:
             snapshot = await ask(control.paths[1], "metrics")
             assert snapshot["pid"] == os.getpid()
