@@ -630,7 +630,7 @@ def test_workers_auto_starts_one_worker_per_usable_cpu(
         with contextlib.ExitStack() as stack:
             open_echoed_tunnel(stack, port, destination, b"in-process")
         assert server.finish() == 0
-        assert not any(e["logger"] == "socks5d.server.runtime" for e in server.entries)
+        assert not any(e["logger"] == "socks5d.server.supervisor" for e in server.entries)
         return
     server.wait_for_message(f"supervisor {server.pid} started {expected} workers")
     workers = server.workers(expected)

@@ -31,7 +31,8 @@ from socks5d.server.lifecycle import Loader, run_server
 from socks5d.server.notify import ENVIRONMENT_VARIABLE as NOTIFY_VARIABLE
 from socks5d.server.notify import Notifier
 from socks5d.server.ports import PortReservations
-from socks5d.server.runtime import Supervisor, WorkerEnds, loop_factory, worker_count
+from socks5d.server.runtime import loop_factory, worker_count
+from socks5d.server.supervisor import Supervisor, WorkerEnds
 from socks5d.users import UserDatabase, permissions_warning, set_password
 
 log = logging.getLogger("socks5d.cli")
