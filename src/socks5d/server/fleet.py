@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -160,7 +161,10 @@ def run_admin(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         unblock_signals([signal.SIGTERM, signal.SIGINT])
         try:
-            async with AdminServer(address, source, sock=sock):
+            async with AdminServer(address, source, sock=sock) as admin:
+                host, port = admin.address
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                log.info("admin endpoint listening on %s (pid %d)", shown, os.getpid())
                 await stop.wait()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
