@@ -169,6 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
                     f"performance.workers with user = {new.user!r}: restart to add it"
                 )
             current = (replace(new, listen=reservations.update(new.listen)), new_users)
+            if new.admin.listen != config.admin.listen:
+                log.warning("reload: admin.listen changes only on restart under workers")
             supervisor.drain = new.timeouts.drain
 
         def run_worker(ends: WorkerEnds) -> int:
