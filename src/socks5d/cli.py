@@ -132,7 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     if workers == 1:
         return serve(config, users, load, reuse_port=False)
     # The supervisor: it binds what the workers share (port reservations, the admin socket,
-    # one control socket per worker number), then forks (server/runtime.py).
+    # one control socket per worker number), then forks (server/supervisor.py).
     reservations = PortReservations()
     control: ControlSockets | None = None
     admin_socket: socket.socket | None = None
