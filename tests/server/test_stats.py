@@ -22,6 +22,7 @@ from .raw_client import (
     loopback_address,
     open_request,
     open_tunnel,
+    read_reply,
     read_until_eof,
     receive_relayed,
     recv_exactly,
@@ -181,3 +182,23 @@ def test_histogram_buckets_are_cumulative_and_count_is_the_inf_bucket() -> None:
     assert histogram["buckets"][:2] == [2, 3]
     assert histogram["buckets"][-1] == 3
     assert histogram["count"] == 4
+
+
+def test_bytes_of_an_open_bind_tunnel_count_and_never_go_back_when_it_ends(socks_server) -> None:
+    client, first = open_request(socks_server, Command.BIND, Address.from_host("127.0.0.1", 0))
+    with client:
+        assert first.reply == Reply.SUCCEEDED
+        with socket.create_connection(
+            (str(first.bound.host), first.bound.port), timeout=IO_TIMEOUT
+        ) as peer:
+            assert read_reply(client)[0].reply == Reply.SUCCEEDED
+            client.sendall(b"u" * 7)
+            recv_exactly(peer, 7)
+            peer.sendall(b"d" * 5)
+            recv_exactly(client, 5)
+            samples = scrape(socks_server)
+            assert (samples[BYTES, UP], samples[BYTES, DOWN]) == (7, 5)
+            assert samples["socks5d_sessions_active", {"command": "bind"}] == 1
+    socks_server.wait_records(1)
+    samples = scrape(socks_server)
+    assert (samples[BYTES, UP], samples[BYTES, DOWN]) == (7, 5)
