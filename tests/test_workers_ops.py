@@ -68,8 +68,8 @@ TUNNELS = 40
 
 def admin_port(server: Supervised) -> int:
     """The admin endpoint's port, from the line the admin process logs once it serves."""
-    (entry,) = server.wait_for(lambda e: e["message"].startswith("admin endpoint listening on "))
-    return int(entry["message"].split()[4].rpartition(":")[2])
+    (entry,) = server.wait_for(lambda e: e["message"].startswith("admin endpoint on "))
+    return int(entry["message"].rpartition(":")[2])
 
 
 def admin_pid(server: Supervised) -> int:
@@ -185,7 +185,7 @@ def test_one_scrape_sums_over_both_workers_and_sessions_lists_both(
             f"{SESSIONS} sessions in one scrape: {total(scrape(admin), 'socks5d_sessions_total')}"
         ),
     )
-    assert get(admin, "/healthz") == (200, b"ok")
+    assert get(admin, "/healthz") == (200, b"ok\n")
 
     with contextlib.ExitStack() as stack:
         for number in range(TUNNELS):
@@ -273,7 +273,7 @@ def test_sigterm_drains_every_worker_keeping_an_open_tunnel_then_exits_0(
         server.wait_for_message("draining 2 workers for up to 20 s")
         if with_admin:
             wait_until(
-                lambda: get(admin, "/healthz") == (503, b"draining"),
+                lambda: get(admin, "/healthz") == (503, b"draining\n"),
                 lambda: f"/healthz draining: {get(admin, '/healthz')}",
             )
             assert total(scrape(admin), "socks5d_draining") == 1
@@ -296,7 +296,8 @@ def test_sigterm_drains_every_worker_keeping_an_open_tunnel_then_exits_0(
     messages = server.messages()
     assert f"supervisor {server.pid} exits (status 0)" in messages
     assert not any(m.startswith("stopping ") for m in messages)
-    (record,) = [e for e in server.entries if e["logger"] == "socks5d.access"]
+    # (a probe of the port may have been accepted just before the listeners closed)
+    (record,) = [e for e in server.entries if e.get("command") == "connect"]
     assert record["outcome"] == "closed"
 
 
@@ -326,7 +327,8 @@ def test_a_second_sigterm_stops_at_once(
         assert time.monotonic() - started < PROCESS_TIMEOUT
         assert read_until_closed(tunnel) == b""
         assert read_until_closed(far_end) == b""
-    assert "stopping 2 workers" in server.messages()
+    # the worker without the tunnel may have drained and exited before the second SIGTERM
+    assert any(re.fullmatch(r"stopping [12] workers", m) for m in server.messages())
     assert server.left_behind() == []
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -99,7 +98,10 @@ class WorkersSource:
         ]
         if self.retired is not None:
             parts.append(self.retired)
-        return merge_snapshots(parts)
+        merged = merge_snapshots(parts)
+        if self._draining:  # also once the drained workers are gone and answer no more
+            merged["gauges"]["socks5d_draining"] = [[{}, 1]]
+        return merged
 
     async def sessions(self, limit: int) -> list[dict[str, Any]]:
         """The open sessions of every worker (each names its `pid`), oldest first, at most
@@ -161,10 +163,7 @@ def run_admin(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         unblock_signals([signal.SIGTERM, signal.SIGINT])
         try:
-            async with AdminServer(address, source, sock=sock) as admin:
-                host, port = admin.address
-                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                log.info("admin endpoint listening on %s (pid %d)", shown, os.getpid())
+            async with AdminServer(address, source, sock=sock):
                 await stop.wait()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)

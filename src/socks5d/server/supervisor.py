@@ -291,6 +291,8 @@ class Supervisor:
             # has its handlers (`unblock_signals`).
             signal.pthread_sigmask(signal.SIG_SETMASK, self._saved_mask | HANDLED_SIGNALS)
             status = body()
+        except KeyboardInterrupt:  # a SIGINT after the event loop let go of it: stopping
+            status = 0
         except BaseException:
             traceback.print_exc()
         finally:
