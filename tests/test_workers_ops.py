@@ -362,6 +362,7 @@ def test_sighup_adds_and_removes_a_listener_in_every_worker(
     server.wait_for_message("configuration reloaded", count=2)
     assert server.workers(2) == workers  # in place, not restarted
     assert_every_worker_serves(workers, second, destination)
+    access_records(server, TUNNELS)  # logged once their sockets are closed: counts settle
     wait_until(lambda: connection_refused(first), lambda: f"port {first} closed")
 
     # a new port 0 cannot be one port of every worker: the supervisor refuses the reload
@@ -371,6 +372,7 @@ def test_sighup_adds_and_removes_a_listener_in_every_worker(
     assert refusal["level"] == "error"
     assert "127.0.0.1:0 (port 0) cannot be added" in refusal["message"]
     assert_every_worker_serves(workers, second, destination)
+    access_records(server, 2 * TUNNELS)
     assert server.messages().count("configuration reloaded") == 2
 
     # a worker started after the reload serves the current listen addresses
