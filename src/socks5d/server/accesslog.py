@@ -152,7 +152,9 @@ def _open_log_file(path: Path) -> TextIO:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     except OSError as exc:
-        raise OSError(exc.errno, f"log_file: cannot open {path}: {exc.strerror}") from exc
+        error = OSError(f"log_file: cannot open {path}: {exc.strerror}")
+        error.errno = exc.errno
+        raise error from exc
     return open(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
 
 

@@ -135,14 +135,7 @@ class _Control:
             self.notifier.stopping(f"stopping, {server.active_sessions} sessions open")
         if self.mode != "drain":
             return
-        timeout = server.config.timeouts.drain
-        log.info(
-            "draining: %d sessions open, closing what is left in %gs",
-            server.active_sessions,
-            timeout,
-            extra={"fields": {"sessions": server.active_sessions, "deadline": timeout}},
-        )
-        drain = asyncio.create_task(server.drain(timeout))
+        drain = asyncio.create_task(server.drain(server.config.timeouts.drain))
         stop = asyncio.create_task(self.wake.wait())
         try:
             await asyncio.wait({drain, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -152,16 +145,8 @@ class _Control:
                 drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drain
-        if not drain.cancelled():
-            left = drain.result()
-            if left:
-                log.info(
-                    "drain deadline: %d sessions left, closed",
-                    left,
-                    extra={"fields": {"sessions": left}},
-                )
-            else:
-                log.info("drained: every session ended")
+        if not drain.cancelled() and drain.result() == 0:  # else `drain` said what it closed
+            log.info("drained: every session ended")
 
     def close(self) -> None:
         if self._status_timer is not None:

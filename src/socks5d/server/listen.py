@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from socks5d.config import ListenAddress, ServerConfig, open_proxy_refusal
@@ -32,6 +31,7 @@ from socks5d.rules import RuleSet, private_destinations_rule
 from socks5d.server.connect import system_resolver
 from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
+from socks5d.server.hostaddresses import own_addresses as own_addresses
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.listeners import Listeners
 from socks5d.server.live import describe_sessions, live_snapshot
@@ -46,35 +46,6 @@ if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def own_addresses(config: ServerConfig) -> set[IPAddress]:
-    """This host's addresses (for `block_private_destinations`): the listen addresses, the
-    host name's addresses and every interface address the kernel lists.
-    """
-    found: set[IPAddress] = set()
-    names = [a.host for a in config.listen] + [socket.gethostname()]
-    for name in names:
-        try:
-            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        except OSError:
-            continue
-        found.update(ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos)
-    try:  # IPv6 interface addresses: one hex address per line
-        with open("/proc/net/if_inet6", encoding="ascii") as table:
-            for line in table:
-                found.add(ipaddress.IPv6Address(int(line.split()[0], 16)))
-    except OSError:
-        pass
-    try:  # IPv4 interface addresses
-        with open("/proc/net/fib_trie", encoding="ascii") as trie:
-            lines = trie.read().splitlines()
-        for previous, line in pairwise(lines):
-            if "/32 host LOCAL" in line:
-                found.add(ipaddress.IPv4Address(previous.split()[-1]))
-    except (OSError, ValueError):
-        pass
-    return {address for address in found if not address.is_unspecified}
 
 
 class Server:
@@ -117,7 +88,8 @@ class Server:
         self._throttle = AuthThrottle(limits)
         #: the metrics, kept across reloads
         self.stats = Stats()
-        #: True once a drain began (`/healthz` answers "draining")
+        #: True once a drain began (SIGTERM): the listeners are closed for good, `/healthz`
+        #: answers "draining"
         self.draining = False
         #: what the sessions share; set by `apply`
         self.services: Services
@@ -332,12 +304,24 @@ class Server:
         """
         self.draining = True
         self._listeners.close()
+        log.info(
+            "draining: %d sessions open, closing what is left in %gs",
+            self.active_sessions,
+            timeout,
+            extra={"fields": {"sessions": self.active_sessions, "deadline": timeout}},
+        )
         try:
             async with asyncio.timeout(timeout):
                 await self._no_sessions.wait()
         except TimeoutError:
             pass
         left = self.active_sessions
+        if left:
+            log.info(
+                "drain deadline: %d sessions left, closing them",
+                left,
+                extra={"fields": {"sessions": left}},
+            )
         await self._end_sessions()
         return left
 
