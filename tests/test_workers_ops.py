@@ -247,6 +247,40 @@ def test_a_replaced_worker_leaves_its_counts_in_the_sum(
     assert server.finish() == 0
 
 
+def test_an_admin_address_in_use_stops_the_start_naming_it(
+    serve: Callable[..., Supervised],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        server = serve("--workers", "2", "--listen", "127.0.0.1:0", "--admin-listen", address)
+        assert server.finish(None) == 1
+    (error,) = [e for e in server.entries if e["level"] == "error"]
+    assert error["message"].startswith(f"cannot start: cannot listen on {address} (admin.listen)")
+    assert "Address already in use" in error["message"]
+    assert not any(m.startswith(("supervisor", "listening on")) for m in server.messages())
+
+
+@pytest.mark.usefixtures("pytest_needs_prometheus")
+def test_an_admin_process_that_dies_is_replaced(
+    serve: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    server, _, admin = admin_serve(serve, tmp_path)
+    victim = admin_pid(server)
+    workers = worker_pids(server)
+    wait_until(
+        lambda: age(victim) > STARTUP_SECONDS + STARTUP_MARGIN,
+        lambda: f"admin process {victim} older than {STARTUP_SECONDS} s",
+    )
+    os.kill(victim, signal.SIGKILL)
+    (entry,) = server.wait_for(lambda e: f"admin endpoint (pid {victim}) exited" in e["message"])
+    assert entry["message"].endswith("exited (-9); starting another")
+    server.wait_for(lambda e: e["message"].startswith("admin endpoint on "), count=2)
+    assert get(admin, "/healthz") == (200, b"ok\n")  # the same socket, served again
+    (replacement,) = server.workers(3) - workers
+    assert replacement != victim
+    assert server.finish() == 0
+
+
 # --- drain ---------------------------------------------------------------------------------------
 
 
