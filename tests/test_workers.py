@@ -344,11 +344,12 @@ def test_two_workers_share_one_port_and_both_serve(
     server.wait_for_message(f"supervisor {server.pid} started 2 workers")
     workers = server.workers(2)
     assert server.pid not in workers
-    # the supervisor serves nobody: its one socket is the port reservation, before and after
-    assert sockets(server.pid) == 1
+    # the supervisor serves nobody: its sockets are the port reservation, its signal wakeup
+    # pair and its end of each worker's notification pair, before and after
+    assert sockets(server.pid) == 1 + 2 + 2
 
     assert_every_worker_serves(workers, port, destination)
-    assert sockets(server.pid) == 1
+    assert sockets(server.pid) == 1 + 2 + 2
 
     assert server.finish() == 0
     stopped = {
@@ -408,15 +409,16 @@ def test_sighup_reloads_every_worker_without_a_listen_warning(
     assert server.finish() == 0
 
 
-def test_sigterm_stops_every_worker_and_closes_open_tunnels(
+def test_sigint_stops_every_worker_at_once_and_closes_open_tunnels(
     serve: Callable[..., Supervised], destination: socket.socket
 ) -> None:
+    """SIGINT does not drain (SIGTERM does: tests/test_workers_ops.py)."""
     server = serve("--workers", "2", "--listen", "127.0.0.1:0")
     port = server.wait_listening(2)
     workers = server.workers(2)
     with contextlib.ExitStack() as stack:
         tunnel, far_end = open_echoed_tunnel(stack, port, destination, b"still open")
-        assert server.finish(signal.SIGTERM) == 0
+        assert server.finish(signal.SIGINT) == 0
         assert read_until_closed(tunnel) == b""
         assert read_until_closed(far_end) == b""
     assert server.left_behind() == []
@@ -628,7 +630,7 @@ def test_workers_auto_starts_one_worker_per_usable_cpu(
         with contextlib.ExitStack() as stack:
             open_echoed_tunnel(stack, port, destination, b"in-process")
         assert server.finish() == 0
-        assert not any(e["logger"] == "socks5d.server.runtime" for e in server.entries)
+        assert not any(e["logger"] == "socks5d.server.supervisor" for e in server.entries)
         return
     server.wait_for_message(f"supervisor {server.pid} started {expected} workers")
     workers = server.workers(expected)

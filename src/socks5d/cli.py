@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from socks5d import __version__
 from socks5d.client import sync
@@ -24,9 +25,14 @@ from socks5d.config import ServerConfig, add_flags, flag_values, load_config
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.gss import acceptor_credentials
 from socks5d.proto import AuthMethod
-from socks5d.server.accesslog import configure_logging
+from socks5d.server.accesslog import configure_logging, reopen_log_file
+from socks5d.server.control import ControlSockets
 from socks5d.server.lifecycle import Loader, run_server
-from socks5d.server.runtime import Supervisor, loop_factory, reserve_ports, worker_count
+from socks5d.server.notify import ENVIRONMENT_VARIABLE as NOTIFY_VARIABLE
+from socks5d.server.notify import Notifier
+from socks5d.server.ports import PortReservations
+from socks5d.server.runtime import loop_factory, worker_count
+from socks5d.server.supervisor import Supervisor, WorkerEnds
 from socks5d.users import UserDatabase, permissions_warning, set_password
 
 log = logging.getLogger("socks5d.cli")
@@ -112,36 +118,95 @@ def _serve(args: argparse.Namespace) -> int:
     new_loop = loop_factory(config.performance.event_loop)
     workers = worker_count(config.performance.workers)
 
-    def serve(config: ServerConfig, reload: Loader, *, reuse_port: bool) -> int:
+    def serve(
+        config: ServerConfig, users: UserDatabase | None, reload: Loader, **options: Any
+    ) -> int:
         try:
             with asyncio.Runner(loop_factory=new_loop) as runner:
-                runner.run(run_server(config, users, reload=reload, reuse_port=reuse_port))
+                runner.run(run_server(config, users, reload=reload, **options))
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
         return 0
 
     if workers == 1:
-        return serve(config, load, reuse_port=False)
+        return serve(config, users, load, reuse_port=False)
+    # The supervisor: it binds what the workers share (port reservations, the admin socket,
+    # one control socket per worker number), then forks (server/supervisor.py).
+    reservations = PortReservations()
+    control: ControlSockets | None = None
+    admin_socket: socket.socket | None = None
     try:
-        shared, reserved = reserve_ports(config)
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        try:
+            shared = replace(config, listen=reservations.update(config.listen))
+            if config.admin.listen is not None:
+                from socks5d.server import fleet  # the admin endpoint's imports, only then
 
-    def reload_worker() -> tuple[ServerConfig, UserDatabase | None]:
-        new, new_users = load()
-        if new.listen == config.listen:  # port 0 was made a real port once, for all workers
-            new = replace(new, listen=shared.listen)
-        return new, new_users
+                admin_socket = fleet.bind_admin(config.admin.listen)
+                control = ControlSockets(workers)
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        #: what a worker started now serves: the configuration of the last reload
+        current = (shared, users)
+        notifier = Notifier.from_environment()
+        os.environ.pop(NOTIFY_VARIABLE, None)  # the supervisor alone speaks to it
 
-    try:
-        return Supervisor(
-            workers, lambda _: serve(shared, reload_worker, reuse_port=True), reserved
-        ).run()
+        def reload_worker() -> tuple[ServerConfig, UserDatabase | None]:
+            new, new_users = load()
+            return replace(new, listen=reservations.shared(new.listen)), new_users
+
+        def reload_supervisor() -> None:
+            nonlocal current
+            new, new_users = load(warn=False)
+            added = [str(a) for a in new.listen if a not in reservations.held]
+            if added and new.user is not None and os.geteuid() == 0:
+                # The kernel lets sockets share a SO_REUSEPORT port only when one uid made
+                # them all: the workers serve as `user` now, a worker started later binds as
+                # root before it switches, so the two could never share an added port.
+                raise ConfigError(
+                    f"listen: {', '.join(added)} cannot be added by a reload under "
+                    f"performance.workers with user = {new.user!r}: restart to add it"
+                )
+            current = (replace(new, listen=reservations.update(new.listen)), new_users)
+            if new.admin.listen != config.admin.listen:
+                log.warning("reload: admin.listen changes only on restart under workers")
+            supervisor.drain = new.timeouts.drain
+
+        def run_worker(ends: WorkerEnds) -> int:
+            return serve(
+                *current,
+                reload_worker,
+                reuse_port=True,
+                notifier=Notifier(ends.notify, pid=os.getpid()),
+                control_socket=ends.control,
+            )
+
+        def run_admin() -> int:
+            from socks5d.server import fleet
+
+            assert config.admin.listen is not None and admin_socket is not None and control
+            return fleet.run_admin(config.admin.listen, admin_socket, control.paths, new_loop)
+
+        supervisor = Supervisor(
+            workers,
+            run_worker,
+            reservations.sockets,
+            drain=config.timeouts.drain,
+            notifier=notifier,
+            control=None if control is None else control.sockets,
+            run_admin=None if control is None else run_admin,
+            admin_socket=admin_socket,
+            reload=reload_supervisor,
+            reopen_log=reopen_log_file,
+        )
+        return supervisor.run()
     finally:
-        for sock in reserved:
-            sock.close()
+        reservations.close()
+        if control is not None:
+            control.close()
+        if admin_socket is not None:
+            admin_socket.close()
 
 
 def _warn_about_users_file(path: Path) -> None:

@@ -36,9 +36,10 @@ class TunnelState:
 class _TaskTunnel:
     """A relay coroutine running as a task."""
 
-    __slots__ = ("task",)
+    __slots__ = ("result", "task")
 
     def __init__(self, run: Awaitable[None], result: RelayResult, done: DoneCallback) -> None:
+        self.result = result
         self.task = asyncio.ensure_future(self._run(run, result, done))
 
     @staticmethod

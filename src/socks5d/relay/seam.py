@@ -28,6 +28,9 @@ class RelayResult:
 class Tunnel(Protocol):
     """A relay started with `RelayEngine.start`."""
 
+    #: the counts so far, updated by the engine as bytes move (read it, never write it)
+    result: RelayResult
+
     def abort(self) -> None:
         """End the relay now (the server is closing); `done` still gets called."""
         ...
@@ -73,8 +76,10 @@ async def relay(
     *,
     idle_timeout: float,
     early_data: bytes = b"",
+    started: Callable[[Tunnel], None] | None = None,
 ) -> RelayResult:
-    """Relay with `engine` until both directions are done; cancelling ends the tunnel."""
+    """Relay with `engine` until both directions are done; cancelling ends the tunnel.
+    `started` is given the tunnel once it runs (to read its counts while it lasts)."""
     finished: asyncio.Future[RelayResult] = asyncio.get_running_loop().create_future()
 
     def done(result: RelayResult) -> None:
@@ -84,6 +89,8 @@ async def relay(
     tunnel = engine.start(
         client, upstream, idle_timeout=idle_timeout, early_data=early_data, done=done
     )
+    if started is not None:
+        started(tunnel)
     try:
         return await finished
     finally:

@@ -139,9 +139,12 @@ async def check_userpass(context: SessionContext, credentials: proto.UserPassAut
     context.record["user"] = username
     client_ip = context.client_ip
     throttle = services.throttle
+    stats = services.stats
     try:
         attempt = throttle.begin(client_ip, username, time.monotonic())
     except AuthFailed:
+        stats.limit_refusal("logins")
+        stats.auth("userpass", False)
         await _answer(context, False)
         raise
     authenticator = services.authenticator
@@ -152,6 +155,8 @@ async def check_userpass(context: SessionContext, credentials: proto.UserPassAut
                 ok = await authenticator.check(username, credentials.password)
         except PoolFull:
             throttle.abandoned(attempt)
+            stats.limit_refusal("hash_queue")
+            stats.auth("userpass", False)
             await _answer(context, False)
             raise AuthFailed("too many password checks waiting") from None
         except BaseException:
@@ -160,6 +165,7 @@ async def check_userpass(context: SessionContext, credentials: proto.UserPassAut
         if watch.gone:
             throttle.abandoned(attempt)
             raise AuthFailed("the client left before its password was checked")
+    stats.auth("userpass", ok)
     if ok:
         throttle.succeeded(attempt)
         context.user = username

@@ -116,6 +116,7 @@ def _turned_away(session: SessionContext, peer: Address) -> str | None:
     decision = session.decide(Command.BIND, peer)
     if decision.allowed:
         return None
+    session.services.stats.rule_block("socks")
     refusal = describe_block(Command.BIND, peer, None, decision.rule)
     log.warning("BIND for %s: refused a connection: %s", session.record["client"], refusal)
     return decision.rule
@@ -217,6 +218,7 @@ async def serve_bind(session: SessionContext, request: Request) -> None:
     slots = session.services.bind_slots
     refusal = slots.acquire(client_ip)
     if refusal is not None:
+        session.services.stats.limit_refusal("bind_listeners")
         raise Socks5Error(f"BIND listeners: {refusal}")
     try:
         await _bind_and_relay(session, address, peers, socks4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 
 from socks5d.constants import Command, Reply
@@ -77,9 +78,13 @@ async def serve_connect(session: SessionContext, request: Request) -> None:
             assert not isinstance(resolved, DomainName)
             session.authorize(Command.CONNECT, destination, resolved=resolved)
 
-    upstream = await open_outbound(
-        destination, services.config.timeouts.connect, services.resolver, check
-    )
+    started = time.monotonic()
+    try:
+        upstream = await open_outbound(
+            destination, services.config.timeouts.connect, services.resolver, check
+        )
+    finally:  # every attempt, failed ones too: a slow destination shows either way
+        services.stats.connect.observe(time.monotonic() - started)
     del check  # nothing the tunnel needs stays referenced while it lasts
     try:
         # Relayed bytes go out as they come, as the client's own side does (listen.py).

@@ -11,9 +11,9 @@ listen.py.
 `Services` is everything the server shares between sessions, built by `Server` and swapped
 whole on reload (`Server.apply`): a session takes the services current when it starts and keeps
 them to its end, so one session never sees half of an old configuration and half of a new one.
-The stateful parts (slots, the login throttle, the password checker, the relay engine) are the
-same objects from one `Services` to the next: a slot taken under the old configuration is given
-back to the counter it came from.
+The stateful parts (slots, the login throttle, the password checker, the relay engine, the
+metrics) are the same objects from one `Services` to the next: a slot taken under the old
+configuration is given back to the counter it came from.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from socks5d.config import ServerConfig
 from socks5d.gss import Protection
 from socks5d.net import Target, unmapped
 from socks5d.proto import Address, Command, DomainName, Reply
-from socks5d.relay import RelayEngine
+from socks5d.relay import RelayEngine, RelayResult
 from socks5d.rules import Decision, RuleSet
 from socks5d.rules import Request as RuleRequest
 from socks5d.server.accesslog import AccessRecord
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.passwords import Authenticator
+from socks5d.server.stats import Stats
 
 if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is offered
     import gssapi
@@ -75,6 +76,8 @@ class Services:
     relay_engine: RelayEngine
     #: the service's key for GSS-API (RFC 1961); None when GSS-API is not offered
     gssapi_credentials: gssapi.Credentials | None
+    #: the server's metrics (the same object across reloads)
+    stats: Stats
 
 
 def rule_request(
@@ -193,6 +196,10 @@ class SessionContext(Protocol):
 
     async def relay(self, upstream: socket.socket) -> None:
         """Relay between the client and `upstream` until both directions are done."""
+
+    def count_bytes(self, counts: RelayResult) -> None:
+        """The session's bytes so far are in `counts` (a UDP association's): the metrics read
+        them while the session lasts and add them to the totals when it ends."""
 
     async def watch_control(self, *, keep: bool) -> None:
         """Return when the client closes its connection; what it sends meanwhile is kept for

@@ -54,8 +54,10 @@ async def authenticate_gssapi(session: SessionContext) -> None:
         answer = negotiation.level_token(granted, unwrapped=unwrapped)
         await session.send(proto.GssapiToken(GssapiMessageType.PROTECTION_LEVEL, answer))
     except (AuthFailed, ProtocolError):
+        session.services.stats.auth("gssapi", False)
         await _abort(session)
         raise
+    session.services.stats.auth("gssapi", True)
     session.connection.authentication_complete()
     session.record["auth"] = f"gssapi/{level_name(granted)}"
     if granted != ProtectionLevel.CLEAR:

@@ -20,12 +20,14 @@ import logging
 import math
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 from socks5d import __version__
 from socks5d.config import ServerConfig
 from socks5d.errors import ConfigError
 from socks5d.server.accesslog import reopen_log_file
+from socks5d.server.control import serve_control
 from socks5d.server.listen import Server
 from socks5d.server.notify import Notifier
 from socks5d.server.privileges import drop_privileges, refuse_readable_secrets
@@ -171,6 +173,7 @@ async def run_server(
     *,
     reuse_port: bool = False,
     notifier: Notifier | None = None,
+    control_socket: socket.socket | None = None,
 ) -> None:
     """Serve until stopped by a signal (see the module docstring). SIGHUP reloads the
     configuration through `reload`, without touching established tunnels.
@@ -179,6 +182,8 @@ async def run_server(
         reuse_port: listen beside the other worker processes (SO_REUSEPORT).
         notifier: where READY, RELOADING, STOPPING and STATUS go; `NOTIFY_SOCKET`'s socket
             when not given.
+        control_socket: a worker's control socket, answered while the server runs
+            (server/control.py).
 
     Raises:
         ConfigError: secrets readable by everyone while serving as root, or `user` cannot
@@ -203,7 +208,9 @@ async def run_server(
         loop.add_signal_handler(signum, handler)
     unblock_signals(handlers)
     try:
-        async with server:
+        async with server, contextlib.AsyncExitStack() as services:
+            if control_socket is not None:  # a worker's, under `--workers` with admin.listen
+                await services.enter_async_context(serve_control(server, control_socket))
             # "bind the listeners, open the log file, then setgid/setuid before serving"
             drop_privileges(config.user, config.group)
             log.info(

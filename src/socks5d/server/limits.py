@@ -170,6 +170,10 @@ class AuthThrottle:
         """Client networks with something counted (pending, failures or a block)."""
         return len(self._clients)
 
+    def blocked_count(self, now: float) -> int:
+        """Client networks blocked right now (O(clients): for a metrics scrape)."""
+        return sum(1 for record in self._clients.values() if record.blocked_until > now)
+
     def reset(self, limits: Limits) -> None:
         """New limits, and every block and count forgotten (a reload). Logins already under
         way end uncounted."""

@@ -34,8 +34,10 @@ from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.hostaddresses import own_addresses as own_addresses
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.listeners import Listeners
+from socks5d.server.live import describe_sessions, live_snapshot
 from socks5d.server.passwords import Authenticator
 from socks5d.server.session import Session
+from socks5d.server.stats import Stats
 from socks5d.users import UserDatabase
 
 if TYPE_CHECKING:  # python-gssapi is optional: installed only where GSS-API is offered
@@ -84,12 +86,15 @@ class Server:
         self._udp_slots = Slots(limits.max_sessions, limits.max_udp_associations_per_client)
         self._bind_slots = Slots(limits.max_sessions, limits.max_bind_listeners_per_client)
         self._throttle = AuthThrottle(limits)
+        #: the metrics, kept across reloads
+        self.stats = Stats()
+        #: True once a drain began (SIGTERM): the listeners are closed for good, `/healthz`
+        #: answers "draining"
+        self.draining = False
         #: what the sessions share; set by `apply`
         self.services: Services
         #: how many connections were refused before the greeting, by reason
         self.refused: Counter[str] = Counter()
-        #: True once a drain began (SIGTERM): the listeners are closed for good
-        self.draining = False
         self._listeners = Listeners(self._start_session, reuse_port=reuse_port)
         self._sessions: set[asyncio.Task[None]] = set()
         #: sessions whose tunnel the relay engine runs (`Session.hand_over`)
@@ -99,6 +104,8 @@ class Server:
         #: set while no session is open (`drain` waits on it)
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+        #: every open session, oldest first, from its start to its end (both kinds above)
+        self.live_sessions: dict[Session, None] = {}
         self.apply(config, users)
 
     def apply(
@@ -172,6 +179,7 @@ class Server:
             bind_slots=self._bind_slots,
             relay_engine=self._relay_engine,
             gssapi_credentials=credentials,
+            stats=self.stats,
         )
 
     @property
@@ -335,7 +343,9 @@ class Server:
             return
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(self.services, self.tunnels, client, peer, name, address)
+        session = Session(
+            self.services, self.tunnels, client, peer, name, address, live=self.live_sessions
+        )
         task = asyncio.create_task(session.run())
         self._sessions.add(task)
         task.add_done_callback(self._session_done)
@@ -350,19 +360,34 @@ class Server:
         a session slot and a handshake slot, and gives them back.
         """
         services = self.services
+        stats = self.stats
         if services.throttle.blocked(client, time.monotonic()):
+            stats.limit_refusal("blocked_client")
             return "blocked after repeated failed logins"
         decision = services.rules.check_client(client, listener)
         if not decision.allowed:
+            stats.rule_block("client")
             return f"blocked by {decision.rule or 'rules.client_default'}"
         refusal = services.session_slots.acquire(client)
         if refusal is not None:
+            stats.limit_refusal("sessions")
             return f"sessions: {refusal}"
         refusal = services.handshake_slots.acquire(client)
         if refusal is not None:
             services.session_slots.release(client)
+            stats.limit_refusal("handshakes")
             return f"handshakes in progress: {refusal}"
         return None
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """`stats.snapshot()` with the live values (`live_snapshot`); on the server's loop."""
+        blocked = self._throttle.blocked_count(time.monotonic())
+        return live_snapshot(self.stats, self.live_sessions, blocked, self.draining)
+
+    def session_list(self, limit: int) -> list[dict[str, Any]]:
+        """The open sessions, oldest first, at most `limit` (`describe_sessions`); on the
+        server's loop."""
+        return describe_sessions(self.live_sessions, limit)
 
     async def close(self) -> None:
         """Stop accepting, end every session and close every socket."""

@@ -85,15 +85,19 @@ class Session:
         peer: the client's socket address, as accept() gave it.
         listener: the name of the listening address ("127.0.0.1:1080").
         address: `peer` as an `Address`.
+        live: the server's registry of open sessions (oldest first): the session is in it
+            from `run` to its end.
     """
 
     __slots__ = (
         "client",
         "client_ip",
         "connection",
+        "counts",
         "early_data",
         "engine",
         "listener",
+        "live",
         "peer",
         "protection",
         "record",
@@ -113,9 +117,12 @@ class Session:
         peer: Any,
         listener: str,
         address: Address,
+        *,
+        live: dict[Session, None] | None = None,
     ) -> None:
         self.services = services
         self.tunnels = tunnels
+        self.live: dict[Session, None] = {} if live is None else live
         self.client = client
         #: the client's address (`peer` as an `Address`)
         self.peer = address
@@ -132,6 +139,8 @@ class Session:
         #: the destination, once the tunnel is handed over to the relay engine
         self.upstream: socket.socket | None = None
         self.tunnel: Tunnel | None = None
+        #: the bytes relayed so far (a tunnel's or an association's), read by the metrics
+        self.counts: RelayResult | None = None
         #: RFC 1961 per-message protection, once GSS-API agreed on integrity or confidentiality
         self.protection: Protection | None = None
         #: the relay engine: the server's, or one that wraps and unwraps (`protection`)
@@ -147,10 +156,13 @@ class Session:
 
     async def run(self) -> None:
         """Serve the client; never raises except `CancelledError`."""
+        self.live[self] = None
         try:
             try:
                 async with asyncio.timeout(self.services.config.timeouts.handshake):
                     request = await self._handshake()
+                if request is not None:
+                    self.services.stats.handshake.observe(time.monotonic() - self.started)
             except TimeoutError:
                 self.record["outcome"] = "handshake timeout"
                 return
@@ -180,8 +192,16 @@ class Session:
                 self._end()
 
     def _end(self, *, discard: bool = True) -> None:
-        """Give back the session's slot, close the client, write the access-log line."""
-        self.services.session_slots.release(self.client_ip)
+        """Give back the session's slot, close the client, count the session, write the
+        access-log line."""
+        services = self.services
+        services.session_slots.release(self.client_ip)
+        self.live.pop(self, None)
+        record = self.record
+        stats = services.stats
+        stats.session_ended(record["protocol"], record["command"], record["reply"])
+        if self.counts is not None:  # from now on in the totals, no longer read live
+            stats.add_bytes(self.counts.bytes_up, self.counts.bytes_down)
         if discard:
             _discard_unread(self.client)
         self.client.close()
@@ -325,6 +345,7 @@ class Session:
         decision = self.decide(command, destination, resolved)
         if not decision.allowed:
             self.record["rule"] = decision.rule
+            self.services.stats.rule_block("socks")
             raise NotAllowed(describe_block(command, destination, resolved, decision.rule))
 
     async def watch_control(self, *, keep: bool) -> None:
@@ -355,6 +376,8 @@ class Session:
                 early_data=self.connection.trailing_data + bytes(self.early_data),
                 done=self._relayed,
             )
+            if self.tunnel is not None and self.counts is None:  # else it ended already
+                self.counts = self.tunnel.result
             # What the tunnel keeps while it lasts is what it needs: no protocol state.
             self.early_data = _NO_EARLY_DATA
             del self.connection
@@ -365,6 +388,7 @@ class Session:
             raise
 
     def _relayed(self, result: RelayResult) -> None:
+        self.counts = result
         self.record["bytes_up"] = result.bytes_up
         self.record["bytes_down"] = result.bytes_down
         self.record["outcome"] = result.reason
@@ -382,10 +406,20 @@ class Session:
             upstream,
             idle_timeout=self.services.config.timeouts.idle,
             early_data=self.connection.trailing_data + bytes(self.early_data),
+            started=self._count_tunnel,
         )
+        self.counts = result
         self.record["bytes_up"] = result.bytes_up
         self.record["bytes_down"] = result.bytes_down
         self.record["outcome"] = result.reason
+
+    def _count_tunnel(self, tunnel: Tunnel) -> None:
+        self.counts = tunnel.result
+
+    def count_bytes(self, counts: RelayResult) -> None:
+        """The session's bytes so far are in `counts` (a UDP association's): the metrics read
+        them while the session lasts and add them to the totals when it ends."""
+        self.counts = counts
 
 
 def _describe(exc: Socks5Error) -> str:

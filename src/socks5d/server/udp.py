@@ -15,7 +15,8 @@ carrying the sender's address. Rules:
 - FRAG other than X'00' is dropped: §7 "An implementation that does not support fragmentation
   MUST drop any datagram whose FRAG field is other than X'00'."
 - Everything dropped is counted; the count goes into the access log, and so does the rule that
-  blocked the last datagram the rules dropped.
+  blocked the last datagram the rules dropped. The metrics count datagrams relayed each way and
+  those dropped, by reason (`DROP_REASONS`).
 - §6: "A UDP association terminates when the TCP connection that the UDP ASSOCIATE request
   arrived on terminates." So does an association idle for `udp.idle_timeout`.
 """
@@ -45,8 +46,10 @@ from socks5d.proto import (
     decode_udp,
     encode_udp,
 )
+from socks5d.relay import RelayResult
 from socks5d.rules import Decision
 from socks5d.server.context import Request, SessionContext
+from socks5d.server.stats import Stats
 from socks5d.server.udpnames import NameCache
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,19 @@ MAX_SEND_BACKLOG = 1024 * 1024
 MAX_PEERS = 4096
 #: Name resolutions in flight per association; more datagrams to unresolved names are dropped.
 MAX_PENDING_RESOLUTIONS = 16
+#: Why a datagram was dropped: the `reason` of `socks5d_udp_dropped_total`.
+DROP_REASONS = (
+    "stranger",  # from neither the client nor a host it sent to
+    "malformed",  # not a UDP request header (or a bad GSS-API token)
+    "fragment",  # FRAG other than X'00'
+    "bad_name",  # DST.ADDR not a host name
+    "rules",  # the [[socks]] rules blocked the destination
+    "resolutions",  # too many names being resolved already
+    "unresolved",  # the destination name did not resolve
+    "family",  # no address the relay socket's family can reach
+    "too_large",  # a reply too large with its header or protection
+    "send_buffer",  # the socket's send buffer is full
+)
 
 
 def _relay_socket(configured: str | None) -> socket.socket:
@@ -102,8 +118,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
         family: int,
         decide: Callable[[Address, IPAddress | None], Decision],
         protection: Protection | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.client_ip = client_ip
+        #: the metrics the datagrams are counted in
+        self.stats = stats if stats is not None else Stats()
         #: GSS-API per-message protection of the client's datagrams (RFC 1961 §5)
         self.protection = protection
         #: the rules: may the client send to this destination (name, resolved address)?
@@ -124,8 +143,8 @@ class UdpAssociation(asyncio.DatagramProtocol):
         #: the client's socket address once its port is known
         self.client_address: tuple[str, int | None] | None = None
         self.resolutions: set[asyncio.Task[None]] = set()
-        self.bytes_up = 0
-        self.bytes_down = 0
+        #: payload bytes relayed each way (read live by the metrics)
+        self.counts = RelayResult()
         self.dropped = 0
         self.last_activity = time.monotonic()
 
@@ -154,10 +173,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
         elif (host, source.port) in self.peers:
             self._from_peer(source, data)
         else:
-            self._drop(f"datagram from stranger {source}")
+            self._drop("stranger", f"datagram from stranger {source}")
 
-    def _drop(self, why: str) -> None:
+    def _drop(self, reason: str, why: str) -> None:
         self.dropped += 1
+        self.stats.dropped(reason)
         log.debug("UDP relay for %s: dropped %s", self.client_ip, why)
 
     def _allowed(self, destination: Address, resolved: IPAddress | None) -> bool:
@@ -175,19 +195,19 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 data = self.protection.open_datagram(data)
             datagram = decode_udp(data)
         except ProtocolError as exc:
-            self._drop(f"malformed datagram: {exc}")
+            self._drop("malformed", f"malformed datagram: {exc}")
             return
         if datagram.fragment != 0:
-            self._drop(f"fragment {datagram.fragment} (fragmentation is not implemented)")
+            self._drop("fragment", f"fragment {datagram.fragment} (not implemented)")
             return
         try:  # the same canonical name as a CONNECT request's (socks5d.names)
             destination = canonical_destination(datagram.destination)
         except BadDestinationName as exc:
             host = escape_octets(str(datagram.destination.host))
-            self._drop(f"datagram to a bad destination name {host}: {exc.why}")
+            self._drop("bad_name", f"datagram to a bad destination name {host}: {exc.why}")
             return
         if not self._allowed(destination, None):
-            self._drop(f"datagram to {destination}: blocked by the rules")
+            self._drop("rules", f"datagram to {destination}: blocked by the rules")
             return
         if isinstance(destination.host, DomainName):
             targets = self.names.get(destination.host, destination.port)
@@ -200,7 +220,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def _resolve_then_send(self, destination: Address, data: bytes) -> None:
         if len(self.resolutions) >= MAX_PENDING_RESOLUTIONS:
-            self._drop(f"datagram to {destination}: too many names being resolved")
+            self._drop("resolutions", f"datagram to {destination}: too many names resolving")
             return
 
         async def resolve() -> None:
@@ -208,7 +228,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             try:
                 targets = await self.names.resolve(destination.host, destination.port)
             except OSError as exc:
-                self._drop(f"datagram to {destination}: {exc}")
+                self._drop("unresolved", f"datagram to {destination}: {exc}")
                 return
             self._send_to_targets(destination, targets, data)
 
@@ -222,11 +242,11 @@ class UdpAssociation(asyncio.DatagramProtocol):
             if self.family == socket.AF_INET6 or host.version == 4:
                 # the name was allowed; the address it resolved to must be too (rebinding)
                 if not self._allowed(name, host):
-                    self._drop(f"datagram to {name} ({host}): blocked by the rules")
+                    self._drop("rules", f"datagram to {name} ({host}): blocked by the rules")
                     return
                 self._send(host, sockaddr[1], data)
                 return
-        self._drop("datagram to a name with no address of the relay's family")
+        self._drop("family", "datagram to a name with no address of the relay's family")
 
     def _send(self, host: IPAddress, port: int, data: bytes) -> None:
         host = unmapped(host)
@@ -236,7 +256,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             if self.family == socket.AF_INET6 and host.version == 4:
                 target = (f"::ffff:{host}", port, 0, 0)
             elif self.family == socket.AF_INET and host.version == 6:
-                self._drop(f"datagram to {host}: IPv6 destination, IPv4 relay")
+                self._drop("family", f"datagram to {host}: IPv6 destination, IPv4 relay")
                 return
             else:
                 target = (str(host), port)
@@ -246,7 +266,8 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.peers.move_to_end(peer)
         if len(self.peers) > MAX_PEERS:
             self.peers.popitem(last=False)
-        self.bytes_up += len(data)
+        self.counts.bytes_up += len(data)
+        self.stats.datagram("up")
 
     def _from_peer(self, source: Address, data: bytes) -> None:
         wrapped = encode_udp(UdpDatagram(source, data))
@@ -254,10 +275,10 @@ class UdpAssociation(asyncio.DatagramProtocol):
             try:
                 wrapped = self.protection.seal_datagram(wrapped)
             except LocalProtocolError:
-                self._drop(f"reply of {len(data)} bytes from {source}: too large to protect")
+                self._drop("too_large", f"reply of {len(data)} bytes from {source}: to protect")
                 return
         if len(wrapped) > MAX_DATAGRAM:
-            self._drop(f"reply of {len(data)} bytes from {source}: too large with its header")
+            self._drop("too_large", f"reply of {len(data)} bytes from {source} with its header")
             return
         if self.client_address is None:
             client_host = str(self.client_ip)
@@ -265,14 +286,15 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 client_host = f"::ffff:{client_host}"
             self.client_address = (client_host, self.client_port)
         if self._transmit(wrapped, self.client_address):
-            self.bytes_down += len(data)
+            self.counts.bytes_down += len(data)
+            self.stats.datagram("down")
 
     def _transmit(self, data: bytes, target: tuple[Any, ...]) -> bool:
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > MAX_SEND_BACKLOG:  # type: ignore[attr-defined]
-            self._drop("datagram: send buffer full")
+            self._drop("send_buffer", "datagram: send buffer full")
             return False
         transport.sendto(data, target)
         self.last_activity = time.monotonic()
@@ -300,13 +322,15 @@ def _advertised(session: SessionContext, sock: socket.socket) -> Address:
 
 async def serve_udp_associate(session: SessionContext, request: Request) -> None:
     """Open the association, reply with its address, serve it until the client leaves."""
-    slots = session.services.udp_slots
+    services = session.services
+    slots = services.udp_slots
     client_ip = session.client_ip
     # RFC 1928 §6: "The DST.ADDR and DST.PORT fields contain the address and port that the
     # client expects to use to send UDP datagrams on for the association." Not a destination.
     requested_port = request.destination.port or None
     refusal = slots.acquire(client_ip)
     if refusal is not None:
+        services.stats.limit_refusal("udp_associations")
         raise Socks5Error(f"UDP associations: {refusal}")
     try:
         await _associate(session, client_ip, requested_port)
@@ -336,7 +360,9 @@ async def _associate(
             sock.family,
             _decide(session),
             session.protection,
+            services.stats,
         )
+        session.count_bytes(association.counts)
         await loop.create_datagram_endpoint(lambda: association, sock=sock)
     except BaseException:
         sock.close()
@@ -350,8 +376,8 @@ async def _associate(
         association.close()
         await association.closed.wait()  # "its socket is closed at once": before the log line
         session.record.update(
-            bytes_up=association.bytes_up,
-            bytes_down=association.bytes_down,
+            bytes_up=association.counts.bytes_up,
+            bytes_down=association.counts.bytes_down,
             dropped=association.dropped,
         )
         if association.rule is not None:  # the datagrams' rule, as for a refused request
