@@ -25,7 +25,9 @@ from socks5d.config import ServerConfig, add_flags, flag_values, load_config
 from socks5d.errors import ConfigError, ProxyTimeout, Socks5Error
 from socks5d.gss import acceptor_credentials
 from socks5d.proto import AuthMethod
+from socks5d.server import fleet
 from socks5d.server.accesslog import configure_logging, reopen_log_file
+from socks5d.server.admin import bind_admin
 from socks5d.server.control import ControlSockets
 from socks5d.server.lifecycle import Loader, run_server
 from socks5d.server.notify import ENVIRONMENT_VARIABLE as NOTIFY_VARIABLE
@@ -140,9 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             shared = replace(config, listen=reservations.update(config.listen))
             if config.admin.listen is not None:
-                from socks5d.server import fleet  # the admin endpoint's imports, only then
-
-                admin_socket = fleet.bind_admin(config.admin.listen)
+                admin_socket = bind_admin(config.admin.listen)
                 control = ControlSockets(workers)
         except OSError as exc:
             log.error("cannot start: %s", exc)
@@ -183,8 +183,6 @@ def _serve(args: argparse.Namespace) -> int:
             )
 
         def run_admin() -> int:
-            from socks5d.server import fleet
-
             assert config.admin.listen is not None and admin_socket is not None and control
             return fleet.run_admin(config.admin.listen, admin_socket, control.paths, new_loop)
 

@@ -286,3 +286,30 @@ class AdminServer:
             body = json.dumps(await self.source.sessions(limit)).encode() + b"\n"
             return _Response(HTTPStatus.OK, body, "application/json")
         raise _BadRequest(HTTPStatus.NOT_FOUND, f"no such path {url.path[:80]!r}")
+
+
+#: The admin endpoint's listen backlog.
+BACKLOG = 64
+
+
+def bind_admin(address: ListenAddress) -> socket.socket:
+    """The admin endpoint's listening socket, bound by the supervisor before it forks.
+
+    Raises:
+        OSError: it cannot be bound; the message names the address.
+    """
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address} (admin.listen): {exc}") from exc
+    return sock

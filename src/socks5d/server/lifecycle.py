@@ -27,6 +27,7 @@ from socks5d import __version__
 from socks5d.config import ServerConfig
 from socks5d.errors import ConfigError
 from socks5d.server.accesslog import reopen_log_file
+from socks5d.server.admin import AdminServer, LocalSource, bind_admin
 from socks5d.server.control import serve_control
 from socks5d.server.listen import Server
 from socks5d.server.notify import Notifier
@@ -88,9 +89,11 @@ class _Control:
             self.server.reload(config, users)
         except (ConfigError, ValueError, OSError) as exc:
             log.error("reload failed, keeping the previous configuration: %s", exc)
+            self.server.stats.count_reload(False)
             self.ready(f"reload failed, previous configuration serving: {exc}")
             return
         log.info("configuration reloaded")
+        self.server.stats.count_reload(True)
         self.ready(self.listening())
 
     def listening(self) -> str:
@@ -211,6 +214,12 @@ async def run_server(
         async with server, contextlib.AsyncExitStack() as services:
             if control_socket is not None:  # a worker's, under `--workers` with admin.listen
                 await services.enter_async_context(serve_control(server, control_socket))
+            elif config.admin.listen is not None and not reuse_port:
+                # One process: the endpoint runs on this loop, bound before the drop.
+                endpoint = AdminServer(
+                    config.admin.listen, LocalSource(server), sock=bind_admin(config.admin.listen)
+                )
+                await services.enter_async_context(endpoint)  # it logs its address
             # "bind the listeners, open the log file, then setgid/setuid before serving"
             drop_privileges(config.user, config.group)
             log.info(
