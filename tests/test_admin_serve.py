@@ -17,7 +17,7 @@ from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange, se
 from socks5d.client import sync
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -85,7 +85,7 @@ def test_one_process_serves_metrics_sessions_health_through_a_reload_and_a_drain
         assert status == 200
         (listed,) = json.loads(body)
         assert listed["pid"] == server.pid and listed["command"] == "connect"
-        assert listed["destination"] == "%s:%d" % destination.getsockname()[:2]
+        assert listed["destination"] == "{}:{}".format(*destination.getsockname()[:2])
         assert (listed["bytes_up"], listed["bytes_down"]) == (1003, 1005)
 
         server.signal(signal.SIGHUP)
@@ -115,7 +115,7 @@ def test_an_admin_address_in_use_stops_a_one_process_start_naming_it(
     serve: Processes, tmp_path: Path
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
         server = serve("--listen", "127.0.0.1:0", "--admin-listen", address, ready=False)
         assert server.wait_exit() == 1
     assert f"cannot listen on {address} (admin.listen)" in server.rest
