@@ -201,3 +201,17 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
     if not errors:
         raise HostUnreachable("no address to connect to")
     raise min(errors, key=lambda error: _ERROR_RANK.get(type(error), len(_ERROR_RANK)))
+
+
+def discard_unread(sock: socket.socket) -> None:
+    """Read away what the peer sent and nobody will read, so that close() sends FIN.
+
+    Closing a socket with unread received data makes the kernel send RST, and an RST can
+    destroy a reply the client has not read yet (a failure reply, or the tail of a tunnel).
+    """
+    try:
+        for _ in range(16):  # bounded: a client that keeps sending gets its RST
+            if not sock.recv(4096):
+                break
+    except OSError:
+        pass  # EAGAIN: nothing more buffered; or the connection is already gone

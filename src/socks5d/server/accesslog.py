@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ACCESS_LOGGER = "socks5d.access"
+_ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 
 #: The fields of an access record, in the order the text format prints them.
 ACCESS_FIELDS = (
@@ -199,3 +200,20 @@ def reopen_log_file() -> bool:
     if old is not None:
         old.close()
     return True
+
+
+def write_access_record(record: AccessRecord) -> None:
+    """The access-log line of one session, at info level on `ACCESS_LOGGER`."""
+    if _ACCESS_LOG.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
+        _ACCESS_LOG.handle(
+            _ACCESS_LOG.makeRecord(
+                ACCESS_LOGGER,
+                logging.INFO,
+                __file__,
+                0,
+                "session",
+                (),
+                None,
+                extra={"fields": record.as_dict()},
+            )
+        )

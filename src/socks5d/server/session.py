@@ -23,13 +23,13 @@ from socks5d import proto
 from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
-from socks5d.net import address_of, format_peer
+from socks5d.net import address_of, discard_unread, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.proto.events import _NeedData
 from socks5d.relay import RelayEngine, RelayResult, Tunnel, relay
 from socks5d.relay.protected import ProtectedEngine
 from socks5d.rules import Decision
-from socks5d.server.accesslog import ACCESS_LOGGER, AccessRecord
+from socks5d.server.accesslog import AccessRecord, write_access_record
 from socks5d.server.auth import AUTHENTICATORS, choose_method
 from socks5d.server.bind import serve_bind
 from socks5d.server.connect import serve_connect
@@ -39,7 +39,6 @@ from socks5d.server.context import decide as decide_rules
 from socks5d.server.udp import serve_udp_associate
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 #: Bytes asked for per read during the handshake.
 HANDSHAKE_READ_SIZE = 4096
@@ -59,20 +58,6 @@ AUTH_NAMES: dict[int, str] = {
 
 #: States in which the protocol still owes the client a reply.
 _REPLY_STATES = {State.REPLY, State.SECOND_REPLY, State.SOCKS4_REPLY, State.SOCKS4_SECOND_REPLY}
-
-
-def _discard_unread(sock: socket.socket) -> None:
-    """Read away what the client sent and nobody will read, so that close() sends FIN.
-
-    Closing a socket with unread received data makes the kernel send RST, and an RST can
-    destroy a reply the client has not read yet (a failure reply, or the tail of a tunnel).
-    """
-    try:
-        for _ in range(16):  # bounded: a client that keeps sending gets its RST
-            if not sock.recv(HANDSHAKE_READ_SIZE):
-                break
-    except OSError:
-        pass  # EAGAIN: nothing more buffered; or the connection is already gone
 
 
 class Session:
@@ -203,22 +188,10 @@ class Session:
         if self.counts is not None:  # from now on in the totals, no longer read live
             stats.add_bytes(self.counts.bytes_up, self.counts.bytes_down)
         if discard:
-            _discard_unread(self.client)
+            discard_unread(self.client)
         self.client.close()
         self.record["duration"] = round(time.monotonic() - self.started, 6)
-        if access_log.isEnabledFor(logging.INFO):  # handled directly: no caller lookup
-            access_log.handle(
-                access_log.makeRecord(
-                    ACCESS_LOGGER,
-                    logging.INFO,
-                    __file__,
-                    0,
-                    "session",
-                    (),
-                    None,
-                    extra={"fields": self.record.as_dict()},
-                )
-            )
+        write_access_record(self.record)
 
     async def _reply_failure(self, exc: Socks5Error) -> None:
         # OSError: the client is gone; the outcome says why the request failed
