@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from serving import IO_TIMEOUT, Processes, serve_fixture
 from socks5d.config import build_config
 from socks5d.server import Server
 from socks5d.server.accesslog import ACCESS_LOGGER
@@ -168,3 +170,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 def socks_server(start_server: Callable[..., RunningServer]) -> RunningServer:
     """A no-auth server on 127.0.0.1 with default settings."""
     return start_server()
+
+
+@pytest.fixture
+def serve() -> Iterator[Processes]:
+    """Start `socks5d serve` processes (`serving.ServeProcess`); each is killed at the end."""
+    yield from serve_fixture()
+
+
+@pytest.fixture
+def destination() -> Iterator[socket.socket]:
+    """The far end of tunnels: a listener on 127.0.0.1 the test accepts on by hand."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        sock.settimeout(IO_TIMEOUT)
+        yield sock

@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,3 +217,28 @@ def exchange(client: socket.socket, far: socket.socket, tag: bytes) -> None:
     assert recv_exactly(far, 3 + len(tag)) == b"up " + tag
     far.sendall(b"down " + tag)
     assert recv_exactly(client, 5 + len(tag)) == b"down " + tag
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    """GET http://127.0.0.1:`port``path`: the status and the body."""
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one `/metrics` scrape, read with prometheus-client's own parser:
+    (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = get(port, "/metrics")
+    assert status == 200, body
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }

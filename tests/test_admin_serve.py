@@ -6,57 +6,20 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange, serve_fixture
+from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange, get, scrape
 from socks5d.client import sync
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-def serve() -> Iterator[Processes]:
-    yield from serve_fixture()
-
-
-@pytest.fixture
-def destination() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        sock.settimeout(IO_TIMEOUT)
-        yield sock
 
 
 def admin_port(server: ServeProcess) -> int:
     """The endpoint's port, from its line (logged before the "ready" line already read)."""
     (entry,) = [e for e in server.entries if e["message"].startswith("admin endpoint on ")]
     return int(entry["message"].rpartition(":")[2])
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=IO_TIMEOUT) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
-def scrape(port: int) -> Samples:
-    status, body = get(port, "/metrics")
-    assert status == 200, body
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
 
 
 def test_one_process_serves_metrics_sessions_health_through_a_reload_and_a_drain(

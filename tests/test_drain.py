@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange, serve_fixture
+from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange
 from socks5d.client import sync
-
-
-@pytest.fixture
-def serve() -> Iterator[Processes]:
-    yield from serve_fixture()
-
-
-@pytest.fixture
-def destination() -> Iterator[socket.socket]:
-    """The far end of the tunnels: a listener the test accepts on by hand."""
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        sock.settimeout(IO_TIMEOUT)
-        yield sock
 
 
 def start(serve: Processes, tmp_path: Path, drain: float) -> ServeProcess:

@@ -7,27 +7,12 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange, serve_fixture
+from serving import IO_TIMEOUT, Processes, ServeProcess, echo_pair, exchange
 from socks5d.client import sync
 
 ADDRESS_IN_USE = "[Errno 98] Address already in use"
-
-
-@pytest.fixture
-def serve() -> Iterator[Processes]:
-    yield from serve_fixture()
-
-
-@pytest.fixture
-def destination() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        sock.settimeout(IO_TIMEOUT)
-        yield sock
 
 
 def write_listen(config: Path, *addresses: str) -> None:

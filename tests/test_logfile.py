@@ -14,28 +14,14 @@ from pathlib import Path
 import pytest
 
 from serving import (
-    IO_TIMEOUT,
     Processes,
     ServeProcess,
     echo_pair,
     exchange,
     file_entries,
-    serve_fixture,
 )
 from socks5d.client import sync
 from socks5d.server import accesslog
-
-
-@pytest.fixture
-def serve() -> Iterator[Processes]:
-    yield from serve_fixture()
-
-
-@pytest.fixture
-def destination() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        sock.settimeout(IO_TIMEOUT)
-        yield sock
 
 
 def one_session(server: ServeProcess, destination: socket.socket, tag: bytes) -> None:

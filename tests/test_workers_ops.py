@@ -21,8 +21,6 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import pytest
 
 import test_workers
+from serving import get, scrape
 from sockets import recv_exactly
 from socks5d.server.notify import parse_message
 from socks5d.server.runtime import STARTUP_SECONDS
@@ -75,30 +74,6 @@ def admin_port(server: Supervised) -> int:
 def admin_pid(server: Supervised) -> int:
     (entry,) = server.wait_for(lambda e: e["message"].startswith("admin endpoint: process "))
     return int(entry["message"].rpartition(" ")[2])
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    """GET http://127.0.0.1:`port``path`: the status and the body."""
-    url = f"http://127.0.0.1:{port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of one `/metrics` scrape: (name, sorted labels) -> value."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, body = get(port, "/metrics")
-    assert status == 200, body
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
 
 
 def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
