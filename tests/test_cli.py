@@ -562,3 +562,15 @@ def test_serve_warns_on_reload_about_a_users_file_others_can_write(
         ("warning", writable_warning(users, "group and others", 0o622))
     ]
     assert process.stop(signal.SIGTERM)[0] == 0
+
+
+def test_serve_help_names_the_checkout_install_not_a_package_index(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "pip install '.[fast]' in a socks5d checkout" in " ".join(text.split())
+    assert "socks5d[" not in text
+    for flag in ("--admin-listen", "--log-file", "--log-level", "--user", "--group"):
+        assert flag in text

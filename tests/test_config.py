@@ -637,3 +637,39 @@ def test_the_removed_login_delay_settings_are_refused_in_a_file(tmp_path: Path) 
     path = write(tmp_path / "socks5d.toml", "[limits]\nauth_max_delay = 4.0\n")
     with pytest.raises(ConfigError, match=r"^limits\.auth_max_delay: no longer used"):
         load_config(path)
+
+
+# --- operations settings -----------------------------------------------------------------------
+
+
+def test_admin_endpoint_is_off_by_default_and_loopback_when_set() -> None:
+    assert build_config({}).admin.listen is None
+    config = build_config({"admin": {"listen": "127.0.0.1:9180"}})
+    assert (config.admin.listen.host, config.admin.listen.port) == ("127.0.0.1", 9180)
+    assert build_config({}, flags={"admin.listen": "[::1]:9180"}).admin.listen.host == "::1"
+
+
+def test_a_non_loopback_admin_endpoint_needs_allow_remote_admin() -> None:
+    with pytest.raises(ConfigError, match=r"admin\.listen: 0\.0\.0\.0:9180 is not a loopback"):
+        build_config({"admin": {"listen": "0.0.0.0:9180"}})
+    allowed = build_config({"admin": {"listen": "0.0.0.0:9180", "allow_remote_admin": True}})
+    assert allowed.admin.listen is not None and allowed.admin.allow_remote_admin
+
+
+def test_drain_log_file_and_accounts_are_checked() -> None:
+    assert build_config({}).timeouts.drain == 30
+    assert build_config({"timeouts": {"drain": 2.5}}).timeouts.drain == 2.5
+    with pytest.raises(ConfigError, match=r"timeouts\.drain: must be a positive number"):
+        build_config({"timeouts": {"drain": 0}})
+    assert build_config({"log_file": "/var/log/socks5d.log"}).log_file == Path(
+        "/var/log/socks5d.log"
+    )
+    assert build_config({"user": "nobody"}).user == "nobody"
+    with pytest.raises(ConfigError) as refused:
+        build_config({"user": "no-such-user-here", "group": "no-such-group-here"})
+    assert str(refused.value).splitlines() == [
+        "user: no such user 'no-such-user-here' on this system",
+        "group: no such group 'no-such-group-here' on this system",
+    ]
+    with pytest.raises(ConfigError, match="group: needs user"):
+        build_config({"group": "nogroup"})
