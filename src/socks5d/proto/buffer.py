@@ -49,6 +49,10 @@ class Cursor:
         """Return the next two octets as a big-endian ("network octet order") integer."""
         return int.from_bytes(self.take(2), "big")
 
+    def peek(self, limit: int) -> bytes:
+        """Up to the next `limit` bytes that have arrived, without consuming them."""
+        return bytes(self._data[self.position : self.position + limit])
+
     def until_null(self, limit: int) -> bytes:
         """Return the bytes before the next NUL (consuming it); at most `limit` bytes."""
         end = self._data.find(b"\x00", self.position, self.position + limit + 1)
