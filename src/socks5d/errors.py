@@ -23,6 +23,14 @@ class ProtocolError(Socks5Error):
     """The peer broke the protocol (bad version, reserved byte, length, or order)."""
 
 
+class UnsupportedVersion(ProtocolError):
+    """The first octet is no SOCKS version we serve; `head` holds the first bytes received."""
+
+    def __init__(self, version: int, head: bytes) -> None:
+        super().__init__(f"unsupported SOCKS version {version:#04x}")
+        self.head = head
+
+
 class LocalProtocolError(Socks5Error):
     """Our own code tried to send a message the protocol state does not allow (a bug)."""
 

@@ -19,6 +19,7 @@ from socks5d.config.schema import AUTH_METHODS, ListenAddress
 from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.errors import ConfigError
 from socks5d.gss import LEVEL_NAMES
+from socks5d.rules import IPNetwork, parse_network
 
 #: `check(value, key)`: the checked value, or a `ConfigError` naming `key`.
 Check = Callable[[Any, str], Any]
@@ -99,6 +100,19 @@ def listen_addresses(value: Any, key: str) -> tuple[ListenAddress, ...]:
     return tuple(
         parse_listen(text, f"{key}[{i}]") for i, text in enumerate(string_list(value, key))
     )
+
+
+def networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
+    """A list of networks or addresses (`10.0.0.0/8`, `::1`); a string is a list of one."""
+    if isinstance(value, list) and not value:
+        return ()
+    found = []
+    for i, text in enumerate(string_list(value, key)):
+        try:
+            found.append(parse_network(text))
+        except ValueError as exc:
+            raise ConfigError(f'{key}[{i}]: "{text}": {exc}') from None
+    return tuple(found)
 
 
 def choice(value: Any, key: str, choices: tuple[str, ...]) -> str:

@@ -151,7 +151,7 @@ def build_config(
     sections: dict[str, Any] = {}
     for section in SECTIONS:
         settings = {
-            o.name: values[o.key] for o in OPTIONS if o.section == section and o.key in values
+            o.attribute: values[o.key] for o in OPTIONS if o.section == section and o.key in values
         }
         sections[section] = replace(getattr(config, section), **settings)
     sections["rules"] = replace(sections["rules"], client=client, socks=socks, groups=groups)

@@ -367,6 +367,19 @@ OPTIONS: tuple[Option, ...] = (
         checks.boolean,
         "allow `admin.listen` on a non-loopback address (anyone reaching it sees the sessions)",
     ),
+    Option(
+        "proxy_protocol.from",
+        checks.networks,
+        "load balancers (networks, addresses): connections from them must begin with a PROXY "
+        "protocol header, v1 or v2, naming the client; from anywhere else none may "
+        "(see *Running many instances*)",
+        flag="--proxy-protocol-from",
+        metavar="CIDR",
+        repeat=True,
+        flag_help="a load balancer's network or address whose connections begin with a PROXY "
+        "protocol header, repeatable (default: none)",
+        field="sources",
+    ),
 )
 
 #: Each option by its key path.

@@ -15,7 +15,7 @@ from pathlib import Path
 from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.gss import DEFAULT_SERVICE
 from socks5d.relay import CHOICES as RELAY_CHOICES
-from socks5d.rules import Rule
+from socks5d.rules import IPNetwork, Rule
 
 DEFAULT_PORT = 1080
 LOG_FORMATS = ("text", "json")
@@ -186,6 +186,18 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyProtocolSettings:
+    """Load balancers that name the client in a PROXY protocol header (`send-proxy-v2`)."""
+
+    #: connections from these networks must begin with a header; from anywhere else, none may
+    sources: tuple[IPNetwork, ...] = ()
+
+    def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether a connection from `address` begins with a header."""
+        return any(address in network for network in self.sources)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything `socks5d serve` needs, validated."""
 
@@ -212,6 +224,7 @@ class ServerConfig:
     performance: Performance = field(default_factory=Performance)
     gssapi: GssapiSettings = field(default_factory=GssapiSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    proxy_protocol: ProxyProtocolSettings = field(default_factory=ProxyProtocolSettings)
 
     @property
     def serves_socks4(self) -> bool:

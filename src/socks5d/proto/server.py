@@ -18,7 +18,7 @@ from socks5d.constants import (
     SOCKS5_VERSION,
     AuthMethod,
 )
-from socks5d.errors import LocalProtocolError, ProtocolError
+from socks5d.errors import LocalProtocolError, UnsupportedVersion
 from socks5d.proto.buffer import Cursor
 from socks5d.proto.connection import Connection, Decoder, State, Transition, plain
 from socks5d.proto.events import (
@@ -65,7 +65,7 @@ def _decode_first(connection: ServerConnection, cursor: Cursor) -> Event:
     if version == SOCKS4_VERSION and connection.accept_socks4:
         return decode_socks4_request(cursor)
     if version != SOCKS5_VERSION:
-        raise ProtocolError(f"unsupported SOCKS version {version:#04x}")
+        raise UnsupportedVersion(version, cursor.peek(16))
     return decode_greeting(cursor)
 
 

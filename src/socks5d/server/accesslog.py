@@ -40,6 +40,8 @@ ACCESS_FIELDS = (
     "rule",
     "auth",
     "raw_destination",
+    "via",
+    "unique_id",
 )
 
 

@@ -83,6 +83,18 @@ class Slots:
         self._by_address[client] += 1
         return None
 
+    def reserve(self) -> str | None:
+        """Take a slot counted in all only, for a connection whose client is not known yet
+        (a balancer's, before its PROXY header); None when granted, else why not."""
+        if self.count >= self.total:
+            return f"limit of {self.total} reached"
+        self.count += 1
+        return None
+
+    def unreserve(self) -> None:
+        """Give back a slot `reserve` granted."""
+        self.count -= 1
+
     def release(self, client: IPAddress) -> None:
         """Give back a slot `acquire` granted to `client`."""
         self.count -= 1

@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from socks5d.constants import AuthMethod
 from socks5d.errors import ConfigError
 from socks5d.gss import acceptor_credentials
 from socks5d.net import address_of, format_peer
-from socks5d.proto import DomainName
+from socks5d.proto import Address, DomainName
 from socks5d.relay import RelayEngine, select_engine
 from socks5d.rules import RuleSet, private_destinations_rule
 from socks5d.server.connect import system_resolver
@@ -36,6 +36,7 @@ from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.listeners import Listeners
 from socks5d.server.live import describe_sessions, live_snapshot
 from socks5d.server.passwords import Authenticator
+from socks5d.server.proxied import serve_proxied
 from socks5d.server.session import Session
 from socks5d.server.stats import Stats
 from socks5d.users import UserDatabase
@@ -329,7 +330,20 @@ class Server:
         address = address_of(peer)
         client_ip = address.host
         assert not isinstance(client_ip, DomainName)
-        refusal = self._admit(client_ip, name)
+        if self.services.config.proxy_protocol.trusts(client_ip):  # a balancer: header first
+            refusal = self.services.handshake_slots.reserve()
+            if refusal is None:
+                self._run(
+                    client,
+                    serve_proxied(
+                        self.services, client, peer, name, self.admit, self._proxied_session
+                    ),
+                )
+                return
+            refusal = f"handshakes in progress: {refusal}"
+            self.stats.limit_refusal("handshakes")
+        else:
+            refusal = self.admit(client_ip, name)
         if refusal is not None:
             self.refused[refusal] += 1
             log.info(
@@ -341,12 +355,25 @@ class Server:
             )
             client.close()
             return
-        client.setblocking(False)
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(
+        self._run(client, self._session(client, peer, name, address).run())
+
+    def _session(self, client: socket.socket, peer: Any, name: str, address: Address) -> Session:
+        return Session(
             self.services, self.tunnels, client, peer, name, address, live=self.live_sessions
         )
-        task = asyncio.create_task(session.run())
+
+    def _proxied_session(
+        self, client: socket.socket, address: Address, name: str, started: float
+    ) -> Session:
+        """The session of the client a PROXY header named (`proxied.serve_proxied`)."""
+        session = self._session(client, (str(address.host), address.port), name, address)
+        session.started = started
+        return session
+
+    def _run(self, client: socket.socket, serve: Coroutine[Any, Any, None]) -> None:
+        client.setblocking(False)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = asyncio.create_task(serve)
         self._sessions.add(task)
         task.add_done_callback(self._session_done)
         self._sessions_changed()
@@ -355,7 +382,7 @@ class Server:
         self._sessions.discard(task)
         self._sessions_changed()
 
-    def _admit(self, client: IPAddress, listener: str) -> str | None:
+    def admit(self, client: IPAddress, listener: str) -> str | None:
         """None when `client` may start a session, else why not. On success the session owns
         a session slot and a handshake slot, and gives them back.
         """

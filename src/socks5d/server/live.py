@@ -49,8 +49,9 @@ def live_snapshot(
 
 
 def describe_sessions(sessions: Iterable[Session], limit: int) -> list[dict[str, Any]]:
-    """The first `limit` of `sessions` (oldest first): client, listener, user, protocol,
-    command, destination, bytes so far, age in seconds, and this process's pid."""
+    """The first `limit` of `sessions` (oldest first): client, the balancer it came through
+    (`via`), listener, user, protocol, command, destination, bytes so far, age in seconds, and
+    this process's pid."""
     now = time.monotonic()
     pid = os.getpid()
     found: list[dict[str, Any]] = []
@@ -62,6 +63,7 @@ def describe_sessions(sessions: Iterable[Session], limit: int) -> list[dict[str,
         found.append(
             {
                 "client": record["client"],
+                "via": record["via"],
                 "listener": record["listener"],
                 "user": record["user"],
                 "protocol": record["protocol"],

@@ -20,12 +20,13 @@ from dataclasses import replace
 from typing import Any
 
 from socks5d import proto
-from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
+from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error, UnsupportedVersion
 from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import address_of, discard_unread, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.proto.events import _NeedData
+from socks5d.proto.proxy_protocol import starts_like_header
 from socks5d.relay import RelayEngine, RelayResult, Tunnel, relay
 from socks5d.relay.protected import ProtectedEngine
 from socks5d.rules import Decision
@@ -144,7 +145,9 @@ class Session:
         self.live[self] = None
         try:
             try:
-                async with asyncio.timeout(self.services.config.timeouts.handshake):
+                # from the accept: a PROXY header read before counts (`proxied`)
+                left = self.services.config.timeouts.handshake - (time.monotonic() - self.started)
+                async with asyncio.timeout(left):
                     request = await self._handshake()
                 if request is not None:
                     self.services.stats.handshake.observe(time.monotonic() - self.started)
@@ -167,6 +170,13 @@ class Session:
             if self.connection.state in _REPLY_STATES:
                 await self._reply_failure(exc)
             self.record["outcome"] = _describe(exc)
+            if isinstance(exc, UnsupportedVersion) and starts_like_header(exc.head):
+                # not from `[proxy_protocol] from`: "it would open a major security breach by
+                # allowing untrusted parties to spoof their connection addresses" (HAProxy's
+                # doc/proxy-protocol.txt); refused, and said loudly
+                self.record["outcome"] = "PROXY header from an untrusted source"
+                self.services.stats.proxy_header("untrusted")
+                log.warning("refused %s: PROXY header from an untrusted source", self.peer)
         except OSError as exc:
             self.record["outcome"] = f"client error: {exc}"
         except Exception:  # a bug: log it whole, keep the server running

@@ -44,6 +44,10 @@ COUNTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "socks5d_udp_datagrams_total": (("direction",), "UDP datagrams relayed"),
     "socks5d_udp_dropped_total": (("reason",), "UDP datagrams dropped, by reason"),
     "socks5d_config_reloads_total": (("result",), "Configuration reloads, by result"),
+    "socks5d_proxy_headers_total": (
+        ("result",),
+        "PROXY protocol headers: proxied, local (health checks), invalid, untrusted",
+    ),
 }
 
 #: Every gauge: its label names and help text (the server fills them in at scrape time).
@@ -155,6 +159,11 @@ class Stats:
     def limit_refusal(self, limit: str) -> None:
         """A refusal by `limit` ("sessions", "handshakes", "udp_associations", ...)."""
         self.count("socks5d_limit_refusals_total", limit)
+
+    def proxy_header(self, result: str) -> None:
+        """A PROXY protocol header read ("proxied", "local"), refused ("invalid"), or sent by
+        a source not trusted to ("untrusted")."""
+        self.count("socks5d_proxy_headers_total", result)
 
     def count_reload(self, ok: bool) -> None:
         """A configuration reload succeeded (`ok`) or was refused."""
