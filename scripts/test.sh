@@ -23,6 +23,7 @@ APT_PACKAGES=(
   debian-archive-keyring  # checking the deb-src index the tarball is fetched through
   systemd         # systemd-analyze verify of contrib/socks5d.service
   logrotate       # logrotate --debug of contrib/socks5d.logrotate
+  haproxy         # the load balancer of the many-instances tests (PROXY protocol)
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi

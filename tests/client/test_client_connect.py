@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from socks5d.client import Proxy
-from socks5d.errors import AuthFailed
+from socks5d.client.proxy import as_chain
+from socks5d.errors import AuthFailed, ProtocolError
 from socks5d.net import lookup, lookup_blocking
 from socks5d.proto import AuthMethod, MethodSelected
 from vectors import REPLY_SUCCEEDED
@@ -260,3 +261,37 @@ async def test_socks4_refuses_a_name_without_an_ipv4_address_alike_on_both_faces
         await face.open_connection("v6only.test", 80, proxy=socks_server.url("socks4"))
     assert caught.value.errno == socket.EAI_NONAME
     assert "no usable address for v6only.test" in str(caught.value)
+
+
+# --- PROXY protocol header ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_proxy_protocol_header_names_our_end_as_the_client(
+    face: Face, version: int, start_server, tcp_echo
+) -> None:
+    """`Proxy(..., proxy_protocol=N)` speaks as a balancer: a server that trusts us sees the
+    header's source (our end), and the balancer's address (also ours) as `via`."""
+    server = start_server(proxy_protocol={"from": ["127.0.0.1"]})
+    host, port = tcp_echo()
+    proxy = Proxy(server.host, server.port, proxy_protocol=version)
+    conn = await face.open_connection(host, port, proxy=proxy)
+    assert await conn.round_trip(b"behind a balancer") == b"behind a balancer"
+    (record,) = await records_of(server)
+    assert record["via"] is not None and record["via"] == record["client"]
+
+
+async def test_without_proxy_protocol_a_trusting_server_refuses(
+    face: Face, start_server, tcp_echo
+) -> None:
+    server = start_server(proxy_protocol={"from": ["127.0.0.1"]})
+    host, port = tcp_echo()
+    with pytest.raises(ProtocolError, match="closed the connection after the greeting"):
+        await face.open_connection(host, port, proxy=server.url())
+
+
+def test_proxy_protocol_version_and_hop_are_checked() -> None:
+    with pytest.raises(ValueError, match="1 or 2"):
+        Proxy("127.0.0.1", 1080, proxy_protocol=3)
+    with pytest.raises(ValueError, match="first proxy"):
+        as_chain([Proxy("127.0.0.1", 1080), Proxy("127.0.0.1", 1081, proxy_protocol=2)])

@@ -26,9 +26,14 @@ from .raw_client import (
     loopback_address,
     read_reply,
     read_until_eof,
+    receive_relayed,
     recv_exactly,
     request_bytes,
+    udp_packet,
+    udp_socket,
+    userpass_bytes,
 )
+from .scrape import on_loop
 
 BALANCER = "127.0.0.1"
 TRUSTED = {"proxy_protocol": {"from": [BALANCER]}}
@@ -177,3 +182,178 @@ def test_a_connection_closed_before_any_byte_is_no_warning(
     assert "closed before its PROXY header" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert server.records == []
+
+
+def greet_userpass(sock: socket.socket, password: str) -> int:
+    """Offer username/password as alice; the RFC 1929 STATUS."""
+    sock.sendall(greeting_bytes(AuthMethod.USERNAME_PASSWORD))
+    assert recv_exactly(sock, 2) == bytes([5, AuthMethod.USERNAME_PASSWORD])
+    sock.sendall(userpass_bytes("alice", password))
+    return recv_exactly(sock, 2)[1]
+
+
+def test_client_rules_see_the_header_address(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    server = start_server(
+        client=[{"action": "block", "from": ["192.0.2.0/24"]}],
+        **TRUSTED,
+    )
+    with proxied(server, "192.0.2.7") as sock:  # the balancer (127.0.0.1) is not blocked
+        assert read_until_eof(sock) == b""
+    with proxied(server, "198.51.100.7") as sock:
+        assert connect_through(sock, loopback_address(destination)) == Reply.SUCCEEDED
+        destination.accept()[0].close()
+    (record,) = server.wait_records(1)
+    assert record["client"] == "198.51.100.7:40000"
+
+
+def test_socks_rules_see_the_header_address(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    server = start_server(
+        socks=[{"action": "pass", "from": ["198.51.100.0/24"]}],
+        rules={"socks_default": "block"},
+        **TRUSTED,
+    )
+    with proxied(server, "192.0.2.7") as sock:
+        assert connect_through(sock, loopback_address(destination)) == Reply.CONNECTION_NOT_ALLOWED
+    with proxied(server, "198.51.100.7") as sock:
+        assert connect_through(sock, loopback_address(destination)) == Reply.SUCCEEDED
+        destination.accept()[0].close()
+
+
+def test_per_client_limits_count_the_header_address(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    """One client at its limit does not cap everyone else behind the same balancer."""
+    server = start_server(limits={"max_sessions_per_client": 1}, **TRUSTED)
+    target = loopback_address(destination)
+    with proxied(server, "192.0.2.7") as first:
+        assert connect_through(first, target) == Reply.SUCCEEDED
+        with destination.accept()[0]:
+            with proxied(server, "192.0.2.7") as second:
+                assert read_until_eof(second) == b""  # refused: the same client
+            with proxied(server, "192.0.2.8") as other:
+                assert connect_through(other, target) == Reply.SUCCEEDED
+                destination.accept()[0].close()
+
+
+def test_the_login_throttle_blocks_only_the_guessing_client(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    server = start_server(
+        users={"alice": "right"}, limits={"auth_failures_before_block": 2}, **TRUSTED
+    )
+    for _ in range(2):
+        with proxied(server, "192.0.2.66") as sock:
+            assert greet_userpass(sock, "wrong") != 0
+    with proxied(server, "192.0.2.66") as sock:  # blocked: closed before the greeting
+        assert read_until_eof(sock) == b""
+    with proxied(server, "192.0.2.67") as sock:  # another client behind the same balancer
+        assert greet_userpass(sock, "right") == 0
+
+
+def test_udp_expects_datagrams_from_the_header_address(
+    start_server: Callable[..., RunningServer],
+) -> None:
+    """The association is the client's, not the balancer's: datagrams come straight from the
+    client (127.0.0.21 here), and those are relayed both ways; the balancer's are not."""
+    server = start_server(**TRUSTED)
+    with (
+        udp_socket("127.0.0.21") as client,
+        udp_socket("127.0.0.1") as balancer_udp,
+        udp_socket("127.0.0.1") as echo,
+        proxied(server, "127.0.0.21") as control,
+    ):
+        control.sendall(greeting_bytes(NO_AUTH))
+        assert recv_exactly(control, 2) == bytes([5, NO_AUTH])
+        any_address = Address(ipaddress.IPv4Address(0), 0)
+        control.sendall(request_bytes(Command.UDP_ASSOCIATE, any_address))
+        reply, _ = read_reply(control)
+        assert reply.reply == Reply.SUCCEEDED
+        relay = (str(reply.bound.host), reply.bound.port)
+        target = loopback_address(echo)
+        balancer_udp.sendto(udp_packet(target, b"from the balancer"), relay)
+        client.sendto(udp_packet(target, b"from the client"), relay)
+        data, sender = echo.recvfrom(0x10000)
+        assert data == b"from the client"  # the balancer's datagram was dropped before it
+        echo.sendto(b"answer", sender)
+        answer = receive_relayed(client)
+        assert answer.data == b"answer"
+        assert answer.destination == target
+
+
+def test_a_local_health_check_is_closed_without_a_session(
+    start_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(**TRUSTED)
+    with caplog.at_level(logging.DEBUG), connect_from(server, BALANCER) as sock:
+        sock.sendall(encode_v2(None, None, local=True))
+        assert read_until_eof(sock) == b""
+    assert "PROXY LOCAL" in caplog.text
+    assert server.records == []
+
+
+def test_a_header_without_an_address_keeps_the_balancer_as_client(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    """v1 UNKNOWN: "SHOULD accept the connection and use the real connection's parameters"."""
+    server = start_server(**TRUSTED)
+    with connect_from(server, BALANCER) as sock:
+        sock.sendall(b"PROXY UNKNOWN\r\n")
+        assert connect_through(sock, loopback_address(destination)) == Reply.SUCCEEDED
+        destination.accept()[0].close()
+    (record,) = server.wait_records(1)
+    assert record["client"].startswith(f"{BALANCER}:")
+    assert record["via"].startswith(f"{BALANCER}:")
+
+
+@pytest.mark.parametrize("sent", [b"", b"PROXY TCP4 ", b"header"], ids=["nothing", "half", "all"])
+def test_the_handshake_timeout_covers_the_header(
+    start_server: Callable[..., RunningServer], sent: bytes
+) -> None:
+    """A balancer (or whoever spoofs one) that stalls in the header, or after it, is closed
+    when the handshake timeout counted from the accept passes."""
+    server = start_server(timeouts={"handshake": 0.3}, **TRUSTED)
+    with connect_from(server, BALANCER) as sock:
+        sock.sendall(header(2, "192.0.2.7", server) if sent == b"header" else sent)
+        assert read_until_eof(sock) == b""
+    if sent == b"header":
+        assert server.wait_records(1)[0]["outcome"] == "handshake timeout"
+
+
+def test_connections_waiting_for_a_header_hold_handshakes_in_all(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    """Before its header no client is known: the connection counts against max_handshakes
+    only, so a balancer's many connections are not one client's."""
+    server = start_server(limits={"max_handshakes": 2, "max_handshakes_per_client": 1}, **TRUSTED)
+    with connect_from(server, BALANCER) as one, connect_from(server, BALANCER) as two:
+        with connect_from(server, BALANCER) as third:
+            assert read_until_eof(third) == b""  # both handshakes are held
+        for sock, client in ((one, "192.0.2.1"), (two, "192.0.2.2")):
+            sock.sendall(header(2, client, server))
+            assert connect_through(sock, loopback_address(destination)) == Reply.SUCCEEDED
+            destination.accept()[0].close()
+
+
+def test_sessions_and_metrics_show_the_balancer(
+    start_server: Callable[..., RunningServer], destination: socket.socket
+) -> None:
+    server = start_server(**TRUSTED)
+    with proxied(server, "192.0.2.7") as sock:
+        assert connect_through(sock, loopback_address(destination)) == Reply.SUCCEEDED
+        with destination.accept()[0]:
+            (listed,) = on_loop(server, lambda: server.server.session_list(10))
+            assert listed["client"] == "192.0.2.7:40000"
+            assert listed["via"].startswith(f"{BALANCER}:")
+    with connect_from(server, BALANCER) as sock:
+        sock.sendall(b"garbage\r\n")
+        assert read_until_eof(sock) == b""
+    snapshot = on_loop(server, server.server.metrics_snapshot)
+    counters = {
+        labels["result"]: value
+        for labels, value in snapshot["counters"]["socks5d_proxy_headers_total"]
+    }
+    assert counters == {"proxied": 1, "invalid": 1}

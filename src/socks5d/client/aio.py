@@ -37,6 +37,7 @@ from socks5d.client.wire import (
     DEFAULT_TIMEOUT,
     PEEK_SIZE,
     datagram_source,
+    proxy_header,
     read_once,
     received,
     sockaddr,
@@ -91,6 +92,9 @@ async def _drive(
             stepper.answer = await lookup(step.host, step.port)
         elif isinstance(step, Dial):
             at.sock = await _dial(step)
+            if step.proxy.proxy_protocol is not None:
+                header = proxy_header(at.sock, step.proxy.proxy_protocol)
+                await loop.sock_sendall(at.sock, header)
         elif isinstance(step, NextHop):
             if deadline is not None:
                 deadline.reschedule(loop.time() + timeout)

@@ -52,6 +52,9 @@ class Proxy:
         username, password: RFC 1929 credentials (SOCKS5); for SOCKS4 the username is the
             USERID.
         gssapi: authenticate with GSS-API (RFC 1961) only, never another method.
+        proxy_protocol: begin the connection with a PROXY protocol header of this version
+            (1 text, 2 binary) naming our end as the client, as a load balancer does: for
+            tests, and for a proxy that trusts us to (`[proxy_protocol] from`). First hop only.
     """
 
     host: str
@@ -61,8 +64,11 @@ class Proxy:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     gssapi: GssapiOptions | None = None
+    proxy_protocol: int | None = None
 
     def __post_init__(self) -> None:
+        if self.proxy_protocol not in (None, 1, 2):
+            raise ValueError(f"PROXY protocol version must be 1 or 2, not {self.proxy_protocol}")
         if self.version not in (4, 5):
             raise ValueError(f"SOCKS version must be 4 or 5, not {self.version}")
         if not 0 < self.port <= 0xFFFF:
@@ -162,5 +168,9 @@ def as_chain(proxy: ProxyLike | list[ProxyLike] | tuple[ProxyLike, ...]) -> list
     if isinstance(proxy, list | tuple):
         if not proxy:
             raise ValueError("empty proxy chain")
-        return [as_proxy(p) for p in proxy]
+        chain = [as_proxy(p) for p in proxy]
+        if any(hop.proxy_protocol is not None for hop in chain[1:]):
+            # a later hop's connection is the previous proxy's: only it could name the client
+            raise ValueError("proxy_protocol is for the first proxy of a chain only")
+        return chain
     return [as_proxy(proxy)]

@@ -37,6 +37,7 @@ from socks5d.client.wire import (
     DEFAULT_TIMEOUT,
     PEEK_SIZE,
     datagram_source,
+    proxy_header,
     read_once,
     received,
     sockaddr,
@@ -70,6 +71,8 @@ def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
                 stepper.answer = lookup_blocking(step.host, step.port)
             elif isinstance(step, Dial):
                 at.sock = _dial(step, timeout)
+                if step.proxy.proxy_protocol is not None:
+                    at.sock.sendall(proxy_header(at.sock, step.proxy.proxy_protocol))
             elif isinstance(step, NextHop):
                 at.enter(step, _bridge)
                 at.connected.settimeout(timeout)

@@ -13,6 +13,7 @@ from socks5d.client.handshake import Link, take_event, unwrap_datagram
 from socks5d.gss import Protection
 from socks5d.net import address_of
 from socks5d.proto import Address, AddressType, Event
+from socks5d.proto.proxy_protocol import encode_v1, encode_v2
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
@@ -20,6 +21,16 @@ DEFAULT_TIMEOUT = 30.0
 PEEK_SIZE = 4096
 #: The wildcard address of each family.
 _ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+
+
+def proxy_header(sock: socket.socket, version: int) -> bytes:
+    """The PROXY protocol header (`version` 1 or 2) a balancer would send ahead of this
+    connection: our end as the source, the proxy's as the destination."""
+    # both ends unmapped alike: one family
+    source, destination = address_of(sock.getsockname()), address_of(sock.getpeername())
+    if version == 1:
+        return encode_v1(source, destination)
+    return encode_v2(source, destination)
 
 
 def read_once(sock: socket.socket, link: Link) -> Event | None:
