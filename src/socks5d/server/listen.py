@@ -28,13 +28,14 @@ from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, DomainName
 from socks5d.relay import RelayEngine, select_engine
 from socks5d.rules import RuleSet, private_destinations_rule
+from socks5d.server.admission import admit
 from socks5d.server.connect import system_resolver
 from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
 from socks5d.server.hostaddresses import own_addresses as own_addresses
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.listeners import Listeners
-from socks5d.server.live import describe_sessions, live_snapshot
+from socks5d.server.live import Tunnels, describe_sessions, live_snapshot
 from socks5d.server.passwords import Authenticator
 from socks5d.server.proxied import serve_proxied
 from socks5d.server.session import Session
@@ -99,7 +100,7 @@ class Server:
         self._listeners = Listeners(self._start_session, reuse_port=reuse_port)
         self._sessions: set[asyncio.Task[None]] = set()
         #: sessions whose tunnel the relay engine runs (`Session.hand_over`)
-        self.tunnels: set[Session] = _Tunnels(self._sessions_changed)
+        self.tunnels: set[Session] = Tunnels(self._sessions_changed)
         #: called whenever `active_sessions` may have changed (`watch_sessions`)
         self._watchers: list[Callable[[], None]] = []
         #: set while no session is open (`drain` waits on it)
@@ -341,11 +342,11 @@ class Server:
                 )
                 return
             refusal = f"handshakes in progress: {refusal}"
+            self.refused[refusal] += 1
             self.stats.limit_refusal("handshakes")
         else:
             refusal = self.admit(client_ip, name)
         if refusal is not None:
-            self.refused[refusal] += 1
             log.info(
                 "refused %s on %s: %s",
                 format_peer(peer),
@@ -383,28 +384,12 @@ class Server:
         self._sessions_changed()
 
     def admit(self, client: IPAddress, listener: str) -> str | None:
-        """None when `client` may start a session, else why not. On success the session owns
-        a session slot and a handshake slot, and gives them back.
-        """
-        services = self.services
-        stats = self.stats
-        if services.throttle.blocked(client, time.monotonic()):
-            stats.limit_refusal("blocked_client")
-            return "blocked after repeated failed logins"
-        decision = services.rules.check_client(client, listener)
-        if not decision.allowed:
-            stats.rule_block("client")
-            return f"blocked by {decision.rule or 'rules.client_default'}"
-        refusal = services.session_slots.acquire(client)
+        """None when `client` may start a session (`admission.admit`), else why not, counted
+        in `refused`."""
+        refusal = admit(self.services, client, listener)
         if refusal is not None:
-            stats.limit_refusal("sessions")
-            return f"sessions: {refusal}"
-        refusal = services.handshake_slots.acquire(client)
-        if refusal is not None:
-            services.session_slots.release(client)
-            stats.limit_refusal("handshakes")
-            return f"handshakes in progress: {refusal}"
-        return None
+            self.refused[refusal] += 1
+        return refusal
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """`stats.snapshot()` with the live values (`live_snapshot`); on the server's loop."""
@@ -440,16 +425,3 @@ class Server:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-class _Tunnels(set["Session"]):
-    """The server's set of tunnels; tells the server when one leaves (`Session._relayed`)."""
-
-    def __init__(self, changed: Callable[[], None]) -> None:
-        super().__init__()
-        self._changed = changed
-
-    def discard(self, session: object) -> None:
-        if session in self:
-            super().discard(session)
-            self._changed()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from socks5d.server.session import Session
@@ -76,3 +76,16 @@ def describe_sessions(sessions: Iterable[Session], limit: int) -> list[dict[str,
             }
         )
     return found
+
+
+class Tunnels(set["Session"]):
+    """The server's set of tunnels; tells the server when one leaves (`Session._relayed`)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        super().__init__()
+        self._changed = changed
+
+    def discard(self, session: object) -> None:
+        if session in self:
+            super().discard(session)
+            self._changed()
