@@ -56,12 +56,12 @@ COST = (1 << 14, 8, 1)
 IO_TIMEOUT = 5.0
 
 INSTANCE_CONFIG = """\
-listen = ["{address}:0"]
+listen = ["{address}:{port}"]
 users = "{users}"
 log_file = "{log}"
 
 [admin]
-listen = "{address}:0"
+listen = "{address}:{admin_port}"
 
 [proxy_protocol]
 from = ["{balancer}"]
@@ -203,6 +203,19 @@ class Fleet:
             instance.process.kill()
 
 
+def start_instance(
+    directory: Path, name: str, address: str, port: int = 0, admin_port: int = 0
+) -> Instance:
+    """One `socks5d serve` of the fleet, with its own configuration file and log file."""
+    log = directory / f"{name}.log"
+    config = directory / f"{name}.toml"
+    settings = {"users": directory / "users", "log": log, "balancer": BALANCER}
+    config.write_text(
+        INSTANCE_CONFIG.format(address=address, port=port, admin_port=admin_port, **settings)
+    )
+    return Instance(address, ServeProcess("--config", str(config), log_file=log), log)
+
+
 def start_fleet(directory: Path, send_proxy: str) -> Fleet:
     """Two instances, then HAProxy in front of them; each instance's own configuration."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -213,13 +226,7 @@ def start_fleet(directory: Path, send_proxy: str) -> Fleet:
     haproxy: subprocess.Popen[bytes] | None = None
     try:
         for number, address in enumerate(INSTANCES, 1):
-            log = directory / f"instance{number}.log"
-            config = directory / f"instance{number}.toml"
-            config.write_text(
-                INSTANCE_CONFIG.format(address=address, users=users, log=log, balancer=BALANCER)
-            )
-            process = ServeProcess("--config", str(config), log_file=log)
-            instances.append(Instance(address, process, log))
+            instances.append(start_instance(directory, f"instance{number}", address))
         servers = "\n".join(
             f"    server s{n} {i.address}:{i.port} port {i.admin_port}"
             for n, i in enumerate(instances, 1)
@@ -486,3 +493,62 @@ def _marked_down(fleet: Fleet) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def test_a_rolling_restart_loses_no_session(
+    tmp_path: Path, destination: socket.socket, record_property: Callable[..., None]
+) -> None:
+    """README's rolling restart: SIGTERM one instance (it stops accepting and its /healthz
+    answers 503, so HAProxy marks it down), its open tunnel goes on until it ends, then the
+    process exits 0 and a new one on the same addresses is marked up again. New sessions
+    through the balancer succeed all along."""
+    directory = tmp_path / "fleet"
+    running = start_fleet(directory, "send-proxy-v2")
+    opened: list[tuple[socket.socket, socket.socket]] = []
+    try:
+        old, _ = running.instances
+        held = None
+        for last in range(70, 90):  # a tunnel on the instance to restart
+            client, far = tunnel(running, f"127.0.0.{last}", destination)
+            opened.append((client, far))
+            port = client.getsockname()[1]
+            if any(s["client"] == f"127.0.0.{last}:{port}" for s in old.sessions()):
+                held = (client, far)
+                break
+        assert held is not None, "no tunnel landed on the first instance"
+        address, port, admin_port = old.address, old.port, old.admin_port
+        old.process.signal(signal.SIGTERM)
+        old.process.wait_message("draining")
+
+        failures = attempts = 0
+        while not _marked_down(running) and attempts < 200:
+            attempts += 1
+            try:
+                client, far = tunnel(running, f"127.0.0.{70 + attempts % 20}", destination)
+            except (OSError, AssertionError):
+                failures += 1
+            else:
+                with client, far:
+                    exchange(client, far, b"during the drain")
+        assert attempts < 200 or running.haproxy_line("is DOWN")
+        record_property("failures_during_drain", failures)
+        assert failures == 0, f"{failures} of {attempts} new sessions failed during the drain"
+
+        exchange(*held, b"still open")  # the draining instance's tunnel goes on
+        for sock in held:
+            sock.close()
+        assert old.process.wait_exit() == 0
+
+        new = start_instance(directory, "instance1-new", address, port, admin_port)
+        running.instances[0] = new
+        running.haproxy_line("is UP")
+        after = [tunnel(running, f"127.0.0.{last}", destination) for last in range(70, 90)]
+        opened.extend(after)
+        assert new.sessions(), "no new session reached the restarted instance"
+        for pair in after:
+            exchange(*pair, b"after the restart")
+    finally:
+        for client, far in opened:
+            client.close()
+            far.close()
+        running.stop()
