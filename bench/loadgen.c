@@ -29,7 +29,9 @@
  *   loadgen idle      --dest A --tunnels N --concurrency K --timeout S
  *   loadgen udp       --dest A --window W --size B --duration S
  *       Common options: --proxy HOST:PORT (SOCKS5; without it the client connects straight to
- *       --dest), --user NAME --password WORD (RFC 1929 sub-negotiation). Each prints one JSON
+ *       --dest), --user NAME --password WORD (RFC 1929 sub-negotiation), --proxy-protocol 2
+ *       (each connection to the proxy begins with a PROXY protocol v2 header, sent with the
+ *       greeting in one segment, as from a load balancer). Each prints one JSON
  *       line on stdout; idle prints a second line after its stdin closes.
  *
  * SOCKS5 as spoken here: RFC 1928 greeting offering one method, RFC 1929 username/password
@@ -127,6 +129,9 @@ struct options {
     int size;
     /* bulk: receive with plain recv() into a buffer instead of recv(MSG_TRUNC) */
     int copy;
+    /* 2: begin each connection to the proxy with a PROXY protocol v2 header, as a load
+     * balancer does (HAProxy send-proxy-v2); 0: none */
+    int proxy_protocol;
 };
 
 static double now(void)
@@ -239,6 +244,46 @@ static size_t build_greeting(uint8_t *out, const struct options *o)
     return 3;
 }
 
+/* The PROXY protocol v2 header of a connection (HAProxy's doc/proxy-protocol.txt): the
+ * 12-byte signature, version 2 and command PROXY, TCP over IPv4, the 12-byte address block
+ * (source address, destination address, source port, destination port), no TLV. The source
+ * is our end, the destination the proxy's, as a balancer on this host would send. */
+#define PROXY_V2_LENGTH 28
+static size_t build_proxy_header(int fd, uint8_t *out)
+{
+    static const uint8_t signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    struct sockaddr_in source, destination;
+    socklen_t length = sizeof source;
+    if (getsockname(fd, (struct sockaddr *)&source, &length) < 0)
+        return 0;
+    length = sizeof destination;
+    if (getpeername(fd, (struct sockaddr *)&destination, &length) < 0)
+        return 0;
+    memcpy(out, signature, sizeof signature);
+    out[12] = 0x21; /* version 2, PROXY */
+    out[13] = 0x11; /* AF_INET, STREAM */
+    out[14] = 0;
+    out[15] = 12;
+    memcpy(out + 16, &source.sin_addr, 4);
+    memcpy(out + 20, &destination.sin_addr, 4);
+    memcpy(out + 24, &source.sin_port, 2);
+    memcpy(out + 26, &destination.sin_port, 2);
+    return PROXY_V2_LENGTH;
+}
+
+/* The first bytes to the proxy: the PROXY header when asked for, then the greeting. */
+static size_t build_opening(int fd, uint8_t *out, const struct options *o)
+{
+    size_t header = 0;
+    if (o->proxy_protocol) {
+        header = build_proxy_header(fd, out);
+        if (header == 0)
+            return 0;
+    }
+    return header + build_greeting(out + header, o);
+}
+
 /* RFC 1929: VER ULEN UNAME PLEN PASSWD */
 static size_t build_userpass(uint8_t *out, const struct options *o)
 {
@@ -304,7 +349,8 @@ static int socks_open(const struct options *o, int command, const struct sockadd
     if (!o->have_proxy)
         return fd;
     *why = "greeting";
-    if (write_all(fd, message, build_greeting(message, o)) < 0 || read_exact(fd, message, 2) < 0)
+    size_t opening = build_opening(fd, message, o);
+    if (opening == 0 || write_all(fd, message, opening) < 0 || read_exact(fd, message, 2) < 0)
         goto fail;
     *why = "method refused";
     if (!check_method(message, o))
@@ -464,7 +510,10 @@ static int flow_step(struct flow *f, const struct options *o, int epfd)
             return flow_fail(f, error);
         if (!o->have_proxy)
             return flow_send_echo(f, epfd);
-        return flow_send(f, epfd, message, build_greeting(message, o), PHASE_METHOD, 2);
+        size_t opening = build_opening(f->fd, message, o);
+        if (opening == 0)
+            return flow_fail(f, errno);
+        return flow_send(f, epfd, message, opening, PHASE_METHOD, 2);
     }
     ssize_t got = recv(f->fd, f->buffer + f->have, f->need - f->have, 0);
     if (got == 0)
@@ -1128,6 +1177,7 @@ int main(int argc, char **argv)
         {"window", required_argument, NULL, 'w'},
         {"size", required_argument, NULL, 'b'},
         {"copy", no_argument, NULL, 'C'},
+        {"proxy-protocol", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct options o = {
@@ -1198,6 +1248,11 @@ int main(int argc, char **argv)
             break;
         case 'C':
             o.copy = 1;
+            break;
+        case 'P':
+            o.proxy_protocol = atoi(optarg);
+            if (o.proxy_protocol != 2)
+                usage();
             break;
         default:
             usage();

@@ -10,7 +10,7 @@ import contextlib
 import json
 import select
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ class Loadgen:
         credentials: tuple[str, str] | None = None,
         cpus: set[int] | None = None,
         time_limit: float,
+        client_options: Mapping[str, object] | None = None,
         **options: object,
     ) -> Figures:
         """Run one client mode to its end and return its figures.
@@ -93,10 +94,11 @@ class Loadgen:
             credentials: username and password (RFC 1929).
             cpus: pin the load generator to these CPUs.
             time_limit: seconds the run may take in all before it counts as failed.
-            options: further `--name value` options of the mode.
+            client_options, options: further `--name value` options: the target's
+                (`Running.client_options`), and the mode's.
         """
         command = [*self._command(mode, destination, proxy, credentials)]
-        for name, value in options.items():
+        for name, value in {**(client_options or {}), **options}.items():
             command += [f"--{name}", str(value)]
         child = procs.Child(command, stdout=subprocess.PIPE, cpus=cpus)
         with procs.running(child):
@@ -111,13 +113,21 @@ class Loadgen:
 
     @contextlib.contextmanager
     def hold_idle(
-        self, destination: int, proxy: str | None, *, tunnels: int, timeout: float
+        self,
+        destination: int,
+        proxy: str | None,
+        *,
+        tunnels: int,
+        timeout: float,
+        client_options: Mapping[str, object] | None = None,
     ) -> Iterator[Figures]:
         """Open `tunnels` tunnels and hold them for the block; yields the ready figures
         (held, failed, seconds) and adds `still_open` once the holder has let go.
         """
         command = self._command("idle", destination, proxy, None)
         command += ["--tunnels", str(tunnels), "--timeout", str(timeout)]
+        for name, value in (client_options or {}).items():
+            command += [f"--{name}", str(value)]
         child = procs.Child(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         with procs.running(child):
             assert child.process.stdin is not None and child.process.stdout is not None

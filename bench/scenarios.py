@@ -153,6 +153,7 @@ class Bulk(Scenario):
                         streams=streams,
                         duration=duration,
                         time_limit=duration + RUN_MARGIN,
+                        client_options=running.client_options,
                     )
                     after = _cpu(running)
                     running.check_alive()
@@ -235,6 +236,7 @@ class ConnectionRate(Scenario):
             clients=clients,
             duration=duration,
             time_limit=duration + RUN_MARGIN,
+            client_options=running.client_options,
         )
 
 
@@ -269,6 +271,7 @@ class Latency(Scenario):
                     count=context.settings.latency_count,
                     duration=context.settings.duration,
                     time_limit=context.settings.duration + RUN_MARGIN,
+                    client_options=running.client_options,
                 )
                 running.check_alive()
                 outcome.figures[f"{prefix}p50_us"] = figures["p50_us"]
@@ -333,6 +336,7 @@ class Idle(Scenario):
                 running.address,
                 tunnels=n,
                 timeout=context.settings.idle_timeout,
+                client_options=running.client_options,
             ) as figures:
                 after = None if pid is None else (procs.rss_kib(pid), procs.pss_kib(pid))
                 running.check_alive()
@@ -389,6 +393,7 @@ class Udp(Scenario):
                     size=UDP_SIZE,
                     duration=duration,
                     time_limit=duration + RUN_MARGIN,
+                    client_options=running.client_options,
                 )
                 running.check_alive()
             outcome.figures["dgram_per_s"] = figures["rate"]

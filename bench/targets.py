@@ -4,6 +4,8 @@
     socks5d-asyncio   --loop asyncio --relay portable
     socks5d-uvloop    --loop uvloop --relay portable
     socks5d-splice    --loop uvloop --relay splice
+    socks5d-proxyv2   socks5d-splice behind a balancer: --proxy-protocol-from 127.0.0.1, and
+                      every client connection begins with a PROXY v2 header
     socks5d-workers   --loop uvloop --relay splice --workers auto
     socks5d           no engine flags (smoke runs; a full run's fallback when the installed
                       socks5d accepts none of the flags above)
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import build, procs
@@ -53,6 +55,8 @@ class Running:
     #: "127.0.0.1:PORT" of the proxy; None for the direct target
     address: str | None
     child: procs.Child | None
+    #: further load generator options every client of this target runs with
+    client_options: dict[str, object] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -108,6 +112,12 @@ class Target:
 
     name = "target"
     supports_udp = True
+
+    @property
+    def client_options(self) -> dict[str, object]:
+        """Load generator options its clients run with (`Running.client_options`)."""
+        return {}
+
     #: connrate also runs a username/password variant
     supports_userpass = False
 
@@ -140,7 +150,7 @@ class Target:
                     reason = child.log_tail() or f"exit status {child.process.poll()}"
                     last_error = TargetError(f"{self.name} did not start: {reason}")
                     continue
-                yield Running(self.name, f"127.0.0.1:{port}", child)
+                yield Running(self.name, f"127.0.0.1:{port}", child, dict(self.client_options))
                 return
         raise last_error
 
@@ -158,9 +168,16 @@ class Socks5d(Target):
 
     supports_userpass = True
 
-    def __init__(self, name: str, flags: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, flags: Sequence[str], client_options: dict[str, object] | None = None
+    ) -> None:
         self.name = name
         self.flags = tuple(flags)
+        self._client_options = dict(client_options or {})
+
+    @property
+    def client_options(self) -> dict[str, object]:
+        return self._client_options
 
     def unavailable(self) -> str | None:
         accepted = serve_flags()
@@ -369,6 +386,12 @@ FULL = (
     Socks5d("socks5d-asyncio", ("--loop", "asyncio", "--relay", "portable")),
     Socks5d("socks5d-uvloop", ("--loop", "uvloop", "--relay", "portable")),
     Socks5d("socks5d-splice", ("--loop", "uvloop", "--relay", "splice")),
+    # every connection from a load balancer on this host, with a PROXY v2 header
+    Socks5d(
+        "socks5d-proxyv2",
+        ("--loop", "uvloop", "--relay", "splice", "--proxy-protocol-from", "127.0.0.1"),
+        {"proxy-protocol": 2},
+    ),
     Socks5d("socks5d-workers", ("--loop", "uvloop", "--relay", "splice", "--workers", "auto")),
     Dante(),
     Microsocks(),
