@@ -6,6 +6,7 @@ prefix, not only the exception type.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,27 @@ def test_log_level_choices(level: str) -> None:
 @pytest.mark.parametrize("value", ["yes", 1, "true"])
 def test_allow_open_proxy_must_be_a_boolean(value: Any) -> None:
     assert config_error({"allow_open_proxy": value}).startswith("allow_open_proxy: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10.0.0.0/33", 'proxy_protocol.from[0]: "10.0.0.0/33": '),
+        (["127.0.0.1", "balancer"], 'proxy_protocol.from[1]: "balancer": '),
+        (7, "proxy_protocol.from: must be a list of strings"),
+    ],
+)
+def test_proxy_protocol_from_takes_networks_only(value: Any, message: str) -> None:
+    assert config_error({"proxy_protocol": {"from": value}}).startswith(message)
+
+
+def test_proxy_protocol_from_trusts_its_networks_and_nothing_else() -> None:
+    settings = build_config({"proxy_protocol": {"from": ["10.0.0.0/8", "::ffff:127.0.0.1"]}})
+    trusts = settings.proxy_protocol.trusts
+    assert trusts(ipaddress.ip_address("10.1.2.3"))
+    assert trusts(ipaddress.ip_address("127.0.0.1"))  # a mapped address is its IPv4 one
+    assert not trusts(ipaddress.ip_address("11.0.0.1"))
+    assert not build_config({}).proxy_protocol.trusts(ipaddress.ip_address("127.0.0.1"))
 
 
 # --- flags override the file ---------------------------------------------------------------------

@@ -84,8 +84,10 @@ def test_each_flag_sets_the_option_it_is_declared_for(tmp_path: Path) -> None:
             "auth": ["userpass"],
             "performance.workers": "2",
             "gssapi.keytab": str(keytab),
+            "proxy_protocol.from": ["10.0.0.0/8", "::1"],
         },
     )
+    assert [str(n) for n in config.proxy_protocol.sources] == ["10.0.0.0/8", "::1/128"]
     assert str(config.listen[0]) == "127.0.0.1:0"
     assert config.users_file == Path("users")
     assert config.performance.workers == 2
