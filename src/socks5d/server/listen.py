@@ -337,7 +337,7 @@ class Server:
                 self._run(
                     client,
                     serve_proxied(
-                        self.services, client, peer, name, self.admit, self._proxied_session
+                        self.services, client, address, name, self.admit, self._proxied_session
                     ),
                 )
                 return

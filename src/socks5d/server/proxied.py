@@ -15,10 +15,9 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from socks5d.errors import ProtocolError
-from socks5d.net import address_of, discard_unread, format_peer, unmapped
+from socks5d.net import discard_unread, unmapped
 from socks5d.proto import Address
 from socks5d.proto.events import _NeedData
 from socks5d.proto.proxy_protocol import MAX_V2, ProxyHeader, ProxyHeaderParser
@@ -67,7 +66,7 @@ def client_address(header: ProxyHeader, peer: Address) -> Address:
 async def serve_proxied(
     services: Services,
     client: socket.socket,
-    peer: Any,
+    peer: Address,
     listener: str,
     admit: Admit,
     start: Start,
@@ -76,7 +75,7 @@ async def serve_proxied(
     session (`start`), or close. Holds a reserved handshake until the header is read.
     """
     started = time.monotonic()
-    balancer = format_peer(peer)
+    balancer = str(peer)
     stats = services.stats
     try:
         received = await _read(client, services.config.timeouts.handshake)
@@ -109,7 +108,7 @@ async def serve_proxied(
         _close(client)
         return
     stats.proxy_header("proxied")
-    address = client_address(header, address_of(peer))
+    address = client_address(header, peer)
     host = address.host
     assert not isinstance(host, str)
     refusal = admit(host, listener)
