@@ -102,17 +102,24 @@ def listen_addresses(value: Any, key: str) -> tuple[ListenAddress, ...]:
     )
 
 
+def parse_entries(value: Any, key: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
+    """A string or a non-empty list of strings, each through `parse`; a `ValueError` of
+    `parse` names the entry (`key[1]: "text": why`)."""
+    entries = []
+    for index, text in enumerate(string_list(value, key)):
+        try:
+            entries.append(parse(text))
+        except ValueError as exc:
+            raise ConfigError(f'{key}[{index}]: "{text}": {exc}') from None
+    return tuple(entries)
+
+
 def networks(value: Any, key: str) -> tuple[IPNetwork, ...]:
-    """A list of networks or addresses (`10.0.0.0/8`, `::1`); a string is a list of one."""
+    """A list of networks or addresses (`10.0.0.0/8`, `::1`), maybe empty; a string is a
+    list of one."""
     if isinstance(value, list) and not value:
         return ()
-    found = []
-    for i, text in enumerate(string_list(value, key)):
-        try:
-            found.append(parse_network(text))
-        except ValueError as exc:
-            raise ConfigError(f'{key}[{i}]: "{text}": {exc}') from None
-    return tuple(found)
+    return parse_entries(value, key, parse_network)
 
 
 def choice(value: Any, key: str, choices: tuple[str, ...]) -> str:

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from socks5d.config.checks import ErrorList, choice, parse_listen, string_list
+from socks5d.config.checks import ErrorList, choice, parse_entries, parse_listen, string_list
 from socks5d.constants import Command
 from socks5d.errors import ConfigError
 from socks5d.rules import (
@@ -37,16 +37,6 @@ _RULE_FIELDS = {
     "client": ("action", "from", "listener"),
     "socks": ("action", "from", "listener", "user", "group", "command", "to", "port"),
 }
-
-
-def _parse_entries(value: Any, key: str, parse: Callable[[str], Any]) -> tuple[Any, ...]:
-    entries = []
-    for index, text in enumerate(string_list(value, key)):
-        try:
-            entries.append(parse(text))
-        except ValueError as exc:
-            raise ConfigError(f'{key}[{index}]: "{text}": {exc}') from None
-    return tuple(entries)
 
 
 def _destination(text: str) -> Destination:
@@ -105,7 +95,7 @@ def _rule(table: Any, kind: str, index: int) -> Rule:
         fields[name] = None
         if name in table and name in _RULE_FIELDS[kind]:
             with errors.collect():
-                fields[name] = _parse_entries(table[name], f"{key}.{name}", parse)
+                fields[name] = parse_entries(table[name], f"{key}.{name}", parse)
     errors.raise_if_any()
 
     def unordered(name: str) -> frozenset[Any] | None:
