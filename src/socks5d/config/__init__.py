@@ -15,7 +15,7 @@ from __future__ import annotations
 from socks5d.config.checks import parse_listen
 from socks5d.config.flags import GSSAPI_FLAGS, PERFORMANCE_FLAGS, add_flags, flag_values
 from socks5d.config.load import build_config, load_config, open_proxy_refusal, read_config_file
-from socks5d.config.options import OPTIONS, Option, markdown_table
+from socks5d.config.options import OPTIONS, Option
 from socks5d.config.schema import (
     AUTH_METHODS,
     DEFAULT_PORT,
@@ -35,6 +35,7 @@ from socks5d.config.schema import (
     Timeouts,
     UdpSettings,
 )
+from socks5d.config.table import markdown_table
 from socks5d.rules import Destination
 
 __all__ = [

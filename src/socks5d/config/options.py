@@ -1,7 +1,8 @@
 """Every setting, declared once: its TOML key, its check, its help, and its `serve` flag if any.
 
 `OPTIONS` is the single list the loader (`load.py`), the `serve` flags (`add_flags`, read back
-by `flag_values`) and the README's table of options (`markdown_table`) are all derived from; a
+by `flag_values`) and the README's table of options (`table.markdown_table`) are all derived
+from; a
 setting's default is not repeated here but read from the dataclass that holds it (`schema.py`).
 The rule tables (`[groups]`, `[[client]]`, `[[socks]]`) are lists, not settings: they are
 parsed by `rules_table.py` and only named in the table.
@@ -23,7 +24,6 @@ from socks5d.config.schema import (
     RELAY_ENGINES,
     ServerConfig,
 )
-from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.extras import install_hint
 from socks5d.gss import LEVEL_NAMES
 from socks5d.rules import ACTIONS
@@ -390,47 +390,3 @@ SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in OPTIONS if o.
 TOP_KEYS: frozenset[str] = frozenset(
     {o.key for o in OPTIONS if not o.section} | set(SECTIONS) | set(TABLES)
 )
-
-
-#: The file's spelling of enum values (by type: IntEnums of equal value are equal).
-_NAMES: dict[type, dict[Any, str]] = {
-    AuthMethod: {method: name for name, method in AUTH_METHODS.items()},
-    ProtectionLevel: {level: name for name, level in LEVEL_NAMES.items()},
-}
-
-
-def _toml(value: Any) -> str:
-    """A default as one writes it in the file."""
-    if type(value) in _NAMES:
-        return f'"{_NAMES[type(value)][value]}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return f"{value:g}"
-    if isinstance(value, tuple | frozenset):
-        items = sorted(value) if isinstance(value, frozenset) else value
-        return "[" + ", ".join(_toml(item) for item in items) + "]"
-    return f'"{value}"'
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def markdown_table() -> str:
-    """The README's table of every setting: key, default, `serve` flag, meaning."""
-    lines = ["| setting | default | flag | meaning |", "| --- | --- | --- | --- |"]
-    for option in OPTIONS:
-        if not option.listed:
-            continue
-        if option.default_text is not None:
-            default = option.default_text
-        elif option.default is None:
-            default = "unset"
-        else:
-            default = f"`{_toml(option.default)}`"
-        flag = f"`{option.flag}`" if option.flag else ""
-        lines.append(f"| `{option.key}` | {default} | {flag} | {_cell(option.help)} |")
-    for key, meaning in TABLES.items():
-        lines.append(f"| `{key}` | empty | | {_cell(meaning)} |")
-    return "\n".join(lines) + "\n"

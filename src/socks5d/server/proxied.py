@@ -15,14 +15,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from socks5d.errors import ProtocolError
+from socks5d.errors import ProtocolError, Socks5Error, UnsupportedVersion
 from socks5d.net import discard_unread, unmapped
 from socks5d.proto import Address
 from socks5d.proto.events import _NeedData
-from socks5d.proto.proxy_protocol import MAX_V2, ProxyHeader, ProxyHeaderParser
-from socks5d.server.context import IPAddress, Services
-from socks5d.server.session import Session
+from socks5d.proto.proxy_protocol import MAX_V2, ProxyHeader, ProxyHeaderParser, starts_like_header
+from socks5d.server.context import IPAddress, Services, SessionContext
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,17 @@ log = logging.getLogger(__name__)
 #: session and a handshake slot), else why not.
 Admit = Callable[[IPAddress, str], "str | None"]
 #: `start(client_socket, address, listener, started)`: the session of `address`, not run yet.
-Start = Callable[[socket.socket, Address, str, float], Session]
+Start = Callable[[socket.socket, Address, str, float], "Serving"]
+
+
+class Serving(SessionContext, Protocol):
+    """A session to run (`session.Session`, which imports this module)."""
+
+    async def run(self) -> None: ...
+
+
+#: The outcome of a session that began with a header while not from a trusted balancer.
+UNTRUSTED = "PROXY header from an untrusted source"
 
 
 async def read_header(client: socket.socket) -> tuple[ProxyHeader, bytes] | None:
@@ -141,6 +151,19 @@ async def _read(client: socket.socket, timeout: float) -> tuple[ProxyHeader, byt
         return f"bad PROXY header: {exc}"
     except OSError as exc:
         return f"client error: {exc}"
+
+
+def untrusted_header(exc: Socks5Error, session: SessionContext) -> str | None:
+    """`UNTRUSTED` when the session (not from `[proxy_protocol] from`) failed because its
+    first bytes are a PROXY header, counted and warned of; else None. Such a header is
+    refused: "it would open a major security breach by allowing untrusted parties to spoof
+    their connection addresses" (HAProxy's doc/proxy-protocol.txt).
+    """
+    if not isinstance(exc, UnsupportedVersion) or not starts_like_header(exc.head):
+        return None
+    session.services.stats.proxy_header("untrusted")
+    log.warning("refused %s: %s", session.peer, UNTRUSTED)
+    return UNTRUSTED
 
 
 def _close(client: socket.socket) -> None:

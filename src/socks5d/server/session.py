@@ -20,13 +20,12 @@ from dataclasses import replace
 from typing import Any
 
 from socks5d import proto
-from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error, UnsupportedVersion
+from socks5d.errors import AuthFailed, NotAllowed, ProtocolError, Socks5Error
 from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
 from socks5d.net import address_of, discard_unread, format_peer
 from socks5d.proto import Address, AuthMethod, Command, Reply, Socks4Reply, State
 from socks5d.proto.events import _NeedData
-from socks5d.proto.proxy_protocol import starts_like_header
 from socks5d.relay import RelayEngine, RelayResult, Tunnel, relay
 from socks5d.relay.protected import ProtectedEngine
 from socks5d.rules import Decision
@@ -37,6 +36,7 @@ from socks5d.server.connect import serve_connect
 from socks5d.server.context import CommandHandler, IPAddress, Services, describe_block, rule_request
 from socks5d.server.context import Request as Request
 from socks5d.server.context import decide as decide_rules
+from socks5d.server.proxied import untrusted_header
 from socks5d.server.udp import serve_udp_associate
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,7 @@ class Session:
         except Socks5Error as exc:
             if self.connection.state in _REPLY_STATES:
                 await self._reply_failure(exc)
-            self.record["outcome"] = _describe(exc)
-            if isinstance(exc, UnsupportedVersion) and starts_like_header(exc.head):
-                # not from `[proxy_protocol] from`: "it would open a major security breach by
-                # allowing untrusted parties to spoof their connection addresses" (HAProxy's
-                # doc/proxy-protocol.txt); refused, and said loudly
-                self.record["outcome"] = "PROXY header from an untrusted source"
-                self.services.stats.proxy_header("untrusted")
-                log.warning("refused %s: PROXY header from an untrusted source", self.peer)
+            self.record["outcome"] = untrusted_header(exc, self) or _describe(exc)
         except OSError as exc:
             self.record["outcome"] = f"client error: {exc}"
         except Exception:  # a bug: log it whole, keep the server running
