@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -241,15 +244,21 @@ def start_fleet(directory: Path, send_proxy: str) -> Fleet:
         assert HAPROXY is not None
         check = subprocess.run([HAPROXY, "-c", "-f", str(haproxy_config)], capture_output=True)
         assert check.returncode == 0, check.stderr.decode()
-        haproxy = subprocess.Popen(
-            [HAPROXY, "-db", "-f", str(haproxy_config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        fleet = Fleet(port, instances, haproxy, StderrLines(haproxy, PROCESS_TIMEOUT), directory)
-        wait_listening(fleet)
-        return fleet
+        with (
+            tempfile.TemporaryDirectory() as short,
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify,
+        ):
+            notify.bind(f"{short}/notify")  # a short path: sun_path holds 108 bytes
+            # -Ws: master-worker mode, which says READY=1 on NOTIFY_SOCKET once it listens
+            haproxy = subprocess.Popen(
+                [HAPROXY, "-Ws", "-f", str(haproxy_config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "NOTIFY_SOCKET": f"{short}/notify"},
+            )
+            wait_ready(notify, haproxy)
+        return Fleet(port, instances, haproxy, StderrLines(haproxy, PROCESS_TIMEOUT), directory)
     except BaseException:
         if haproxy is not None:
             haproxy.kill()
@@ -259,18 +268,14 @@ def start_fleet(directory: Path, send_proxy: str) -> Fleet:
         raise
 
 
-def wait_listening(fleet: Fleet) -> None:
-    """Until HAProxy accepts on its port: each refused connect is waited out with a select on
-    its stderr (HAProxy writes nothing when ready, so this is a bounded retry)."""
+def wait_ready(notify: socket.socket, haproxy: subprocess.Popen[bytes]) -> None:
+    """Until HAProxy's READY=1 on the notify socket (the service manager's protocol)."""
     deadline = time.monotonic() + PROCESS_TIMEOUT
     while True:
-        try:
-            socket.create_connection(fleet.address, IO_TIMEOUT).close()
+        ready, _, _ = select.select([notify], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"haproxy not ready in time (exit status {haproxy.poll()})"
+        if b"READY=1" in notify.recv(4096).split(b"\n"):
             return
-        except ConnectionRefusedError:
-            assert fleet.haproxy.poll() is None, "haproxy exited"
-            assert time.monotonic() < deadline, "haproxy did not listen"
-            time.sleep(0.02)  # waiting for an external process's bind, under the deadline
 
 
 @pytest.fixture(scope="module", params=["send-proxy", "send-proxy-v2"])
