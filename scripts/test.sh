@@ -24,6 +24,7 @@ APT_PACKAGES=(
   systemd         # systemd-analyze verify of contrib/socks5d.service
   logrotate       # logrotate --debug of contrib/socks5d.logrotate
   haproxy         # the load balancer of the many-instances tests (PROXY protocol)
+  tinyproxy       # an HTTP CONNECT proxy: client http:// and routing upstream tests
 )
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi

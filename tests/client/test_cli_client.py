@@ -81,6 +81,6 @@ def test_connect_to_a_refused_destination_exits_1_with_the_reason_on_stderr(sock
 
 
 def test_connect_with_a_bad_proxy_url_exits_1_naming_the_scheme() -> None:
-    done = socks5d("connect", "--proxy", "http://127.0.0.1:3128", "127.0.0.1", "80")
+    done = socks5d("connect", "--proxy", "ftp://127.0.0.1:3128", "127.0.0.1", "80")
     assert done.returncode == 1
-    assert b"unsupported proxy scheme 'http'" in done.stderr
+    assert b"unsupported proxy scheme 'ftp'" in done.stderr

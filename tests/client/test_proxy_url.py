@@ -65,7 +65,7 @@ def test_keyword_defaults_are_socks5h_on_1080() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://proxy.example:3128", "unsupported proxy scheme 'http'"),
+        ("ftp://proxy.example:3128", "unsupported proxy scheme 'ftp'"),
         ("socks6://proxy.example", "unsupported proxy scheme"),
         ("proxy.example:1080", "unsupported proxy scheme"),
         ("", "unsupported proxy scheme"),

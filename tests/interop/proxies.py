@@ -221,6 +221,8 @@ class LoggedServer:
     """
 
     name = "server"
+    #: the server writes its log to stdout (tinyproxy in the foreground), not stderr
+    log_on_stdout = False
 
     def __init__(self, host: str) -> None:
         self.host = host
@@ -253,8 +255,8 @@ class LoggedServer:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE if self.log_on_stdout else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if self.log_on_stdout else subprocess.PIPE,
             env=clean_env(),
         )
         self.process = process
@@ -262,9 +264,10 @@ class LoggedServer:
         self._reader.start()
 
     def _collect(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stderr is not None
+        stream = process.stdout if self.log_on_stdout else process.stderr
+        assert stream is not None
         # Children share the pipe: it reaches EOF once every one of them has exited.
-        for raw in process.stderr:
+        for raw in stream:
             with self.condition:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
                 self.condition.notify_all()
@@ -304,8 +307,9 @@ class LoggedServer:
             reader.join(WAIT_TIMEOUT)
             assert not reader.is_alive(), f"a {self.name} child kept its log pipe open"
         finally:
-            assert process.stderr is not None
-            process.stderr.close()
+            stream = process.stdout if self.log_on_stdout else process.stderr
+            assert stream is not None
+            stream.close()
 
     def log(self) -> str:
         with self.condition:
@@ -429,6 +433,59 @@ class MicrosocksServer(LoggedServer):
             )
         if found is None:
             raise AssertionError(f"microsocks logged no CONNECT to {destination}:\n{self.log()}")
+        return found
+
+
+# --------------------------------------------------------------------------- tinyproxy
+
+
+class TinyproxyServer(LoggedServer):
+    """tinyproxy, an HTTP proxy, in the foreground on loopback: CONNECT to any port, Basic
+    credentials when given. Proof of passage: its log line for each request,
+
+        CONNECT   Dec 04 01:42:38.311 [281]: Request (file descriptor 4): CONNECT HOST:PORT HTTP/1.1
+    """
+
+    name = "tinyproxy"
+    log_on_stdout = True
+
+    def __init__(
+        self, directory: Path, username: str | None = None, password: str | None = None
+    ) -> None:
+        super().__init__("127.0.0.1")
+        self.directory = directory
+        self.username, self.password = username, password
+
+    def command(self) -> list[str]:
+        binary = shutil.which("tinyproxy", path=f"{os.environ.get('PATH', '')}:{_SBIN}")
+        if binary is None:
+            pytest.fail("tinyproxy is not installed; scripts/test.sh installs tinyproxy")
+        conf = self.directory / "tinyproxy.conf"
+        credentials = (
+            "" if self.username is None else f"BasicAuth {self.username} {self.password}\n"
+        )
+        # no ConnectPort line: CONNECT to every port is allowed
+        conf.write_text(
+            f"Port {self.port}\nListen {self.host}\nTimeout 60\nLogLevel Connect\n"
+            f"MaxClients 100\nAllow 127.0.0.1\n{credentials}"
+        )
+        return [binary, "-d", "-c", str(conf)]
+
+    @property
+    def url(self) -> str:
+        credentials = "" if self.username is None else f"{self.username}:{self.password}@"
+        return f"http://{credentials}{self.host}:{self.port}"
+
+    def requested(self, target: str) -> str:
+        """The log line of a CONNECT to `target` (`HOST:PORT`); waits for it to be written."""
+        suffix = f"): CONNECT {target} HTTP/1.1"
+        with self.condition:
+            found = self.condition.wait_for(
+                lambda: next((line for line in self.lines if line.endswith(suffix)), None),
+                WAIT_TIMEOUT,
+            )
+        if found is None:
+            raise AssertionError(f"tinyproxy logged no CONNECT to {target}:\n{self.log()}")
         return found
 
 

@@ -13,8 +13,18 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from socks5d.client.proxy import GssapiOptions, Proxy
-from socks5d.errors import AuthFailed, ProtocolError, RequestRejected, error_for_reply
+from socks5d.client.proxy import HTTP, GssapiOptions, Proxy
+from socks5d.errors import (
+    AuthFailed,
+    CommandNotSupported,
+    ConnectionRefused,
+    HostUnreachable,
+    NotAllowed,
+    ProtocolError,
+    RequestRejected,
+    Socks5Error,
+    error_for_reply,
+)
 from socks5d.gss import (
     Protection,
     client_level_token,
@@ -49,7 +59,8 @@ from socks5d.proto import (
     decode_udp,
     encode_udp,
 )
-from socks5d.proto.events import _NeedData
+from socks5d.proto.events import HttpResponse, _NeedData
+from socks5d.proto.http_connect import HttpConnectParser, encode_connect
 
 
 class _Read:
@@ -74,7 +85,8 @@ class Link:
     goes through (RFC 1961 §5), the request and the replies included.
     """
 
-    connection: ClientConnection = field(default_factory=ClientConnection)
+    #: the codec: SOCKS, or HTTP CONNECT's response reader (`http_connect`)
+    connection: ClientConnection | HttpConnectParser = field(default_factory=ClientConnection)
     protection: Protection | None = None
 
     def outgoing(self, data: bytes) -> bytes:
@@ -96,7 +108,9 @@ class Link:
         return event
 
 
-def take_event(connection: ClientConnection, peeked: bytes) -> tuple[Event | None, int]:
+def take_event(
+    connection: ClientConnection | HttpConnectParser, peeked: bytes
+) -> tuple[Event | None, int]:
     """Feed bytes *peeked* from the socket; return the next event (None if incomplete) and how
     many of the peeked bytes it used, which are the only ones to consume from the socket.
 
@@ -253,7 +267,10 @@ def negotiate(
     """Greeting, authentication and request; returns BND.ADDR/BND.PORT of the (first) reply.
     A method that sets up per-message protection leaves it in `link.protection`.
     """
+    if proxy.version == HTTP:
+        return (yield from http_connect(link, proxy, command, destination))
     connection = link.connection
+    assert isinstance(connection, ClientConnection)
     if proxy.version == 4:
         user_id = (proxy.username or "").encode()
         yield connection.send(Socks4Request(command, destination, user_id))
@@ -271,6 +288,36 @@ def negotiate(
     link.protection = yield from method.authenticate(connection)
     yield connection.send(CommandRequest(command, destination))
     return _expect_reply((yield READ))
+
+
+def http_connect(link: Link, proxy: Proxy, command: Command, destination: Address) -> Steps:
+    """HTTP/1.1 CONNECT (RFC 9110 §9.3.6); the status maps to the SOCKS error it means.
+    Returns the unspecified address: an HTTP proxy says nothing of its outbound end."""
+    if command != Command.CONNECT:
+        raise CommandNotSupported(f"{command.name} through an HTTP proxy ({proxy.url})")
+    link.connection = HttpConnectParser()
+    yield encode_connect(destination, proxy.username, proxy.password)
+    response = yield READ
+    if isinstance(response, ConnectionClosed):
+        raise ProtocolError("the HTTP proxy closed the connection before answering CONNECT")
+    assert isinstance(response, HttpResponse)
+    if not response.success:
+        raise _http_error(response)
+    return Address.unspecified()
+
+
+def _http_error(response: HttpResponse) -> Socks5Error:
+    """The SOCKS error an HTTP proxy's refusal of CONNECT means."""
+    said = f"the HTTP proxy answered {response.status} {response.reason}".rstrip()
+    if response.status in (401, 407):  # Proxy Authentication Required (tinyproxy: 401)
+        return AuthFailed(said)
+    if response.status in (403, 405):
+        return NotAllowed(said)
+    if response.status == 504:  # Gateway Timeout
+        return HostUnreachable(said)
+    if response.status in (500, 502, 503):  # the proxy could not reach the destination
+        return ConnectionRefused(said)
+    return Socks5Error(said)
 
 
 def second_reply() -> Steps:

@@ -7,13 +7,17 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from socks5d.constants import ProtectionLevel
 
-#: URL scheme -> (SOCKS version, whether the proxy resolves names)
+#: URL scheme -> (SOCKS version, whether the proxy resolves names); `http` is HTTP/1.1
+#: CONNECT (version 0), which always sends the name.
 SCHEMES: dict[str, tuple[int, bool]] = {
     "socks5": (5, False),
     "socks5h": (5, True),
     "socks4": (4, False),
     "socks4a": (4, True),
+    "http": (0, True),
 }
+#: The `version` of an HTTP CONNECT proxy.
+HTTP = 0
 DEFAULT_PORT = 1080
 
 
@@ -46,7 +50,9 @@ class Proxy:
     Args:
         host: the proxy's host name or IP address (IPv6 without brackets).
         port: the proxy's port.
-        version: 5 or 4.
+        version: 5 or 4, or `HTTP` (0): an HTTP/1.1 proxy, asked with CONNECT (RFC 9110
+            §9.3.6), which carries CONNECT only; `username`/`password` go as Basic
+            credentials.
         remote_dns: send destination names to the proxy to resolve (`socks5h`, `socks4a`)
             instead of resolving them here (`socks5`, `socks4`).
         username, password: RFC 1929 credentials (SOCKS5); for SOCKS4 the username is the
@@ -69,16 +75,19 @@ class Proxy:
     def __post_init__(self) -> None:
         if self.proxy_protocol not in (None, 1, 2):
             raise ValueError(f"PROXY protocol version must be 1 or 2, not {self.proxy_protocol}")
-        if self.version not in (4, 5):
-            raise ValueError(f"SOCKS version must be 4 or 5, not {self.version}")
+        if self.version not in (4, 5, HTTP):
+            raise ValueError(f"SOCKS version must be 4 or 5 (or HTTP), not {self.version}")
         if not 0 < self.port <= 0xFFFF:
             raise ValueError(f"port out of range: {self.port}")
         if self.gssapi is not None and self.version != 5:
             raise ValueError("GSS-API needs SOCKS5")
+        if self.version == HTTP and not self.remote_dns:
+            raise ValueError("an HTTP proxy is always sent the name")
 
     @classmethod
     def from_url(cls, url: str) -> Proxy:
-        """Parse `socks5://[user:pass@]host:port`, `socks5h://`, `socks4://`, `socks4a://`.
+        """Parse `socks5://[user:pass@]host:port`, `socks5h://`, `socks4://`, `socks4a://`,
+        `http://` (an HTTP CONNECT proxy).
 
         IPv6 literals go in brackets (`socks5://[::1]:1080`); user and password may be
         percent-encoded. The port defaults to 1080. GSS-API options go in the query:
@@ -120,12 +129,7 @@ class Proxy:
     @property
     def url(self) -> str:
         """The proxy as a URL (password shown as `***`)."""
-        scheme = {
-            (5, False): "socks5",
-            (5, True): "socks5h",
-            (4, False): "socks4",
-            (4, True): "socks4a",
-        }
+        scheme = {names: scheme for scheme, names in SCHEMES.items()}
         credentials = ""
         if self.username is not None:
             user = quote(self.username, safe="")

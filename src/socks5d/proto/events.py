@@ -153,6 +153,19 @@ class ConnectionClosed:
     pending: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """An HTTP proxy's answer to CONNECT (RFC 9112 §4): its status line; the header fields
+    are read past (`proto.http_connect`)."""
+
+    status: int
+    reason: str
+
+    @property
+    def success(self) -> bool:
+        return 200 <= self.status < 300
+
+
 Event = (
     Greeting
     | MethodSelected
@@ -163,5 +176,6 @@ Event = (
     | CommandReply
     | Socks4Request
     | Socks4Response
+    | HttpResponse
     | ConnectionClosed
 )
