@@ -131,6 +131,8 @@ LAYERS = [
     "server",
     "client",
     "config",
+    "routing",
+    "proxies",
     "relay",
     "rules",
     "users",

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from socks5d.client import Proxy
-from socks5d.client.proxy import as_chain
 from socks5d.errors import AuthFailed, ProtocolError
 from socks5d.net import lookup, lookup_blocking
 from socks5d.proto import AuthMethod, MethodSelected
+from socks5d.proxies import as_chain
 from vectors import REPLY_SUCCEEDED
 
 from .conftest import (

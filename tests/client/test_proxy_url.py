@@ -7,7 +7,7 @@ import re
 import pytest
 
 from socks5d.client import GssapiOptions, ProtectionLevel, Proxy
-from socks5d.client.proxy import as_chain
+from socks5d.proxies import as_chain
 
 
 @pytest.mark.parametrize(

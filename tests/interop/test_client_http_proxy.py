@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from socks5d.client import Proxy, aio, sync
-from socks5d.client.proxy import HTTP
 from socks5d.errors import AuthFailed, CommandNotSupported, ConnectionRefused
+from socks5d.proxies import HTTP
 
 from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint
 from .proxies import TinyproxyServer

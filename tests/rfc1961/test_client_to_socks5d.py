@@ -28,9 +28,9 @@ import pytest
 from conftest import RunningServer
 from interop.conftest import Endpoint, only_record
 from socks5d.client import aio, sync
-from socks5d.client.proxy import GssapiOptions, Proxy
 from socks5d.errors import AuthFailed, NotAllowed
 from socks5d.proto import ProtectionLevel
+from socks5d.proxies import GssapiOptions, Proxy
 
 from .dante import LEVELS
 from .realm import KerberosRealm

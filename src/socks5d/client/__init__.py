@@ -5,8 +5,8 @@ that has the same names. Built on the same sans-I/O protocol package as the serv
 
 from socks5d.client.aio import Binding, UdpEndpoint, connect, open_bind, open_connection, open_udp
 from socks5d.client.handshake import ClientAuth, Gssapi, NoAuthentication, UsernamePassword
-from socks5d.client.proxy import GssapiOptions, Proxy
 from socks5d.constants import ProtectionLevel
+from socks5d.proxies import GssapiOptions, Proxy
 
 __all__ = [
     "Binding",

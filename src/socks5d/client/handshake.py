@@ -13,7 +13,6 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from socks5d.client.proxy import HTTP, GssapiOptions, Proxy
 from socks5d.errors import (
     AuthFailed,
     CommandNotSupported,
@@ -61,6 +60,7 @@ from socks5d.proto import (
 )
 from socks5d.proto.events import HttpResponse, _NeedData
 from socks5d.proto.http_connect import HttpConnectParser, encode_connect
+from socks5d.proxies import HTTP, GssapiOptions, Proxy
 
 
 class _Read:

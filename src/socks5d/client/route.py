@@ -25,9 +25,9 @@ from socks5d.client.handshake import (
     negotiate,
     usable_address,
 )
-from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.net import Target, numeric_target
 from socks5d.proto import Address, Command, Event
+from socks5d.proxies import Proxy, ProxyLike, as_chain
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ import time
 from types import TracebackType
 
 from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
-from socks5d.client.proxy import Proxy, ProxyLike, as_chain
 from socks5d.client.route import (
     BindingBase,
     Dial,
@@ -46,6 +45,7 @@ from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.gss import Protection
 from socks5d.net import lookup_blocking
 from socks5d.proto import Address, Command, Event, UdpDatagram
+from socks5d.proxies import Proxy, ProxyLike, as_chain
 from socks5d.relay import relay
 from socks5d.relay.protected import ProtectedEngine
 

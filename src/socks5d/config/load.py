@@ -23,6 +23,7 @@ from typing import Any
 
 from socks5d.config.checks import ErrorList
 from socks5d.config.options import BY_KEY, OPTIONS, SECTIONS, TOP_KEYS, Option
+from socks5d.config.routes_table import parse_route_tables
 from socks5d.config.rules_table import TABLES, parse_rule_tables
 from socks5d.config.schema import ListenAddress, ServerConfig
 from socks5d.constants import AuthMethod, ProtectionLevel
@@ -140,9 +141,9 @@ def build_config(
         with errors.collect():
             checked = option.check(value, option.flag or key)
             values[key] = Path(checked) if option.is_path else checked
-    client, socks, groups = parse_rule_tables(
-        {name: data[name] for name in TABLES if name in data}, errors
-    )
+    tables = {name: data[name] for name in TABLES if name in data}
+    client, socks, groups = parse_rule_tables(tables, errors)
+    routes = parse_route_tables(tables, errors)
     errors.raise_if_any()
 
     if "auth" not in values and values.get("users") is not None:
@@ -154,7 +155,9 @@ def build_config(
             o.attribute: values[o.key] for o in OPTIONS if o.section == section and o.key in values
         }
         sections[section] = replace(getattr(config, section), **settings)
-    sections["rules"] = replace(sections["rules"], client=client, socks=socks, groups=groups)
+    sections["rules"] = replace(
+        sections["rules"], client=client, socks=socks, groups=groups, routes=routes
+    )
     top = {o.attribute: values[o.key] for o in OPTIONS if not o.section and o.key in values}
     config = replace(config, **top, **sections)
     _check_whole(config)

@@ -31,11 +31,15 @@ TABLES: dict[str, str] = {
     "`listener` (see *Rules*)",
     "socks": "`[[socks]]` rules: which requests may go through; fields `action`, `from`, "
     "`listener`, `user`, `group`, `command`, `to`, `port` (see *Rules*)",
+    "route": "`[[route]]` tables: where requests go out, `direct` or through upstream proxies; "
+    "the fields of `[[socks]]` but `action`, and `via`, `strategy`, `upstream_retry` (see "
+    "*Routing through upstream proxies*)",
 }
 
 _RULE_FIELDS = {
     "client": ("action", "from", "listener"),
     "socks": ("action", "from", "listener", "user", "group", "command", "to", "port"),
+    "route": ("from", "listener", "user", "group", "command", "to", "port"),
 }
 
 
@@ -78,18 +82,22 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _rule(table: Any, kind: str, index: int) -> Rule:
-    """One rule; every field at fault is reported, in one `ConfigError` of one line each."""
+def parse_rule(table: Any, kind: str, index: int, extra: tuple[str, ...] = ()) -> Rule:
+    """One rule; every field at fault is reported, in one `ConfigError` of one line each.
+    `extra`: further keys the table may have (read by the caller); a `[[route]]` has no
+    `action` (it is a pass).
+    """
     key = f"{kind}[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: must be a table")
     errors = ErrorList()
     for field_name in table:
-        if field_name not in _RULE_FIELDS[kind]:
+        if field_name not in _RULE_FIELDS[kind] and field_name not in extra:
             errors.messages.append(f"{key}.{field_name}: unknown field")
-    action = ""
-    with errors.collect():
-        action = choice(table.get("action"), f"{key}.action", ACTIONS)
+    action = "pass"
+    if "action" in _RULE_FIELDS[kind]:
+        with errors.collect():
+            action = choice(table.get("action"), f"{key}.action", ACTIONS)
     fields: dict[str, tuple[Any, ...] | None] = {}
     for name, parse in _PARSERS.items():
         fields[name] = None
@@ -146,7 +154,7 @@ def parse_rule_tables(
             continue
         for index, table in enumerate(tables):
             with errors.collect():
-                lists[kind].append(_rule(table, kind, index))
+                lists[kind].append(parse_rule(table, kind, index))
     for rule in lists["socks"]:
         for group in sorted(rule.groups or ()):
             if groups is not None and group not in groups:

@@ -15,6 +15,7 @@ from pathlib import Path
 from socks5d.constants import AuthMethod, ProtectionLevel
 from socks5d.gss import DEFAULT_SERVICE
 from socks5d.relay import CHOICES as RELAY_CHOICES
+from socks5d.routing import Route
 from socks5d.rules import IPNetwork, Rule
 
 DEFAULT_PORT = 1080
@@ -153,6 +154,8 @@ class RulesConfig:
     socks_default: str = "pass"
     block_private_destinations: bool = False
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: the `[[route]]` tables, in order (none: everything goes direct)
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
