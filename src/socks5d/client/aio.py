@@ -193,6 +193,15 @@ async def connect(
     return sock if link.protection is None else _bridge(sock, link)
 
 
+async def tunnel(
+    host: str, port: int, *, proxy: ProxyLike | list[ProxyLike], timeout: float = DEFAULT_TIMEOUT
+) -> tuple[socket.socket, Address]:
+    """As `connect`, and the last proxy's BND.ADDR/BND.PORT (its outbound end, when it says;
+    the unspecified address from an HTTP proxy)."""
+    sock, link, bound = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
+    return (sock if link.protection is None else _bridge(sock, link)), bound
+
+
 async def open_connection(
     host: str,
     port: int,

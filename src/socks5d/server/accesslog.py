@@ -42,6 +42,8 @@ ACCESS_FIELDS = (
     "raw_destination",
     "via",
     "unique_id",
+    "route",
+    "upstream",
 )
 
 

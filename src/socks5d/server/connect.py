@@ -17,6 +17,7 @@ from socks5d.net import address_of, connect_first, interleave, lookup
 from socks5d.proto.address import Address, DomainName
 from socks5d.server.context import Request, SessionContext
 from socks5d.server.context import Resolver as Resolver
+from socks5d.server.upstream import connect_routed, route_of
 
 
 async def system_resolver(name: DomainName, port: int) -> list[Target]:
@@ -79,17 +80,25 @@ async def serve_connect(session: SessionContext, request: Request) -> None:
             session.authorize(Command.CONNECT, destination, resolved=resolved)
 
     started = time.monotonic()
+    timeout = services.config.timeouts.connect
+    routed = None
     try:
-        upstream = await open_outbound(
-            destination, services.config.timeouts.connect, services.resolver, check
-        )
+        route = route_of(session, Command.CONNECT, destination)
+        if route is not None:
+            routed = await connect_routed(session, route, destination, timeout)
+        if routed is None:
+            upstream = await open_outbound(destination, timeout, services.resolver, check)
+            bound = address_of(upstream.getsockname())
+        else:
+            upstream, bound = routed
     finally:  # every attempt, failed ones too: a slow destination shows either way
         services.stats.connect.observe(time.monotonic() - started)
     del check  # nothing the tunnel needs stays referenced while it lasts
     try:
-        # Relayed bytes go out as they come, as the client's own side does (listen.py).
-        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await session.reply(Reply.SUCCEEDED, address_of(upstream.getsockname()))
+        if upstream.family != socket.AF_UNIX:  # a protected upstream's bridge is a socket pair
+            # Relayed bytes go out as they come, as the client's own side does (listen.py).
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await session.reply(Reply.SUCCEEDED, bound)
     except BaseException:
         upstream.close()
         raise

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from socks5d import proto
@@ -30,6 +30,7 @@ from socks5d.gss import Protection
 from socks5d.net import Target, unmapped
 from socks5d.proto import Address, Command, DomainName, Reply
 from socks5d.relay import RelayEngine, RelayResult
+from socks5d.routing import Health, Routes
 from socks5d.rules import Decision, RuleSet
 from socks5d.rules import Request as RuleRequest
 from socks5d.server.accesslog import AccessRecord
@@ -78,6 +79,10 @@ class Services:
     gssapi_credentials: gssapi.Credentials | None
     #: the server's metrics (the same object across reloads)
     stats: Stats
+    #: the `[[route]]` tables: where requests go out
+    routes: Routes = field(default_factory=Routes)
+    #: which upstreams failed lately (the same object across reloads)
+    health: Health = field(default_factory=Health)
 
 
 def rule_request(

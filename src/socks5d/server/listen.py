@@ -27,6 +27,7 @@ from socks5d.gss import acceptor_credentials
 from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, DomainName
 from socks5d.relay import RelayEngine, select_engine
+from socks5d.routing import Health, Routes
 from socks5d.rules import RuleSet, private_destinations_rule
 from socks5d.server.admission import admit
 from socks5d.server.connect import system_resolver
@@ -88,6 +89,8 @@ class Server:
         self._udp_slots = Slots(limits.max_sessions, limits.max_udp_associations_per_client)
         self._bind_slots = Slots(limits.max_sessions, limits.max_bind_listeners_per_client)
         self._throttle = AuthThrottle(limits)
+        #: which upstreams failed lately, kept across reloads
+        self._health = Health()
         #: the metrics, kept across reloads
         self.stats = Stats()
         #: True once a drain began (SIGTERM): the listeners are closed for good, `/healthz`
@@ -182,6 +185,8 @@ class Server:
             relay_engine=self._relay_engine,
             gssapi_credentials=credentials,
             stats=self.stats,
+            routes=Routes(rules.routes, groups=dict(rules.groups)),
+            health=self._health,
         )
 
     @property

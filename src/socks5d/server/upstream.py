@@ -1,0 +1,106 @@
+"""Requests that a `[[route]]` sends through upstream proxies: the candidates tried in the
+route's order (`routing.Health`), through the client library, and what the client is told.
+
+An upstream that cannot be reached or fails its handshake (refused, timed out, a bad or
+refused login, a protocol error) is skipped for the route's `upstream_retry` seconds and the
+next one is tried; one log line says so, and one more when it works again. An upstream that
+answers the request with a failure (X'05' from the destination, say) is up: its answer is the
+client's, with the same code. When every candidate failed the client gets X'04'.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+from socks5d.client import aio
+from socks5d.constants import Command
+from socks5d.errors import (
+    AuthFailed,
+    HostUnreachable,
+    LocalProtocolError,
+    ProtocolError,
+    ProxyTimeout,
+    Socks5Error,
+)
+from socks5d.proto import Address
+from socks5d.routing import Health, Route, Upstream
+from socks5d.server.context import SessionContext, rule_request
+
+log = logging.getLogger(__name__)
+
+#: What an upstream's failure to carry the request is, rather than its answer to it.
+_HANDSHAKE_FAILURES = (ProtocolError, AuthFailed, ProxyTimeout, LocalProtocolError)
+
+
+def route_of(
+    session: SessionContext, command: Command, destination: Address | None
+) -> Route | None:
+    """The route of a request (after the `[[socks]]` rules passed it), written to the record;
+    None when it goes out directly (no route matched, or a route's only upstream is `direct`).
+    """
+    record = session.record
+    request = rule_request(
+        session.client_ip, record["listener"], session.user, command, destination
+    )
+    route = session.services.routes.route_for(request)
+    if route is None:
+        return None
+    record["route"] = route.name
+    if all(upstream.direct for upstream in route.via):
+        record["upstream"] = "direct"
+        return None
+    return route
+
+
+def is_handshake_failure(exc: BaseException) -> bool:
+    """Whether `exc` says the upstream did not carry the request (unreachable, timed out, a
+    handshake that failed), as opposed to its reply to the request."""
+    if not isinstance(exc, Socks5Error):
+        return isinstance(exc, OSError | TimeoutError)
+    return type(exc) in _HANDSHAKE_FAILURES
+
+
+async def connect_routed(
+    session: SessionContext, route: Route, destination: Address, timeout: float
+) -> tuple[socket.socket, Address] | None:
+    """A connection to `destination` through the first candidate of `route` that carries it,
+    and the BND.ADDR to reply; None when the candidate to use is `direct` (the caller
+    connects as usual). The upstream used goes to the record.
+
+    Raises:
+        Socks5Error: the upstream's own failure reply (the client gets the same code), or
+            HostUnreachable when no candidate carried the request.
+    """
+    health = session.services.health
+    host = str(destination.host)
+    failures: list[str] = []
+    for upstream in health.order(route, time.monotonic()):
+        session.record["upstream"] = str(upstream)
+        if upstream.direct:
+            return None
+        try:
+            sock, bound = await aio.tunnel(
+                host, destination.port, proxy=list(upstream.chain), timeout=timeout
+            )
+        except BaseException as exc:
+            if not is_handshake_failure(exc):
+                _worked(health, upstream, route)
+                raise
+            failures.append(f"{upstream}: {exc}")
+            if health.failed(upstream, route, time.monotonic()):
+                log.warning(
+                    "upstream %s of %s is down for %gs: %s", upstream, route.name, route.retry, exc
+                )
+            continue
+        _worked(health, upstream, route)
+        if bound.port == 0:  # an HTTP proxy tells nothing of its outbound end
+            bound = Address.from_host(*sock.getsockname()[:2])
+        return sock, bound
+    raise HostUnreachable(f"no upstream of {route.name} carried it ({'; '.join(failures)})")
+
+
+def _worked(health: Health, upstream: Upstream, route: Route) -> None:
+    if health.worked(upstream):
+        log.info("upstream %s of %s is up again", upstream, route.name)
