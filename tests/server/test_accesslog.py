@@ -102,7 +102,8 @@ def test_text_prints_fields_as_key_value_in_record_order() -> None:
     assert line.endswith(
         " client=127.0.0.1:50000 listener=127.0.0.1:1080 protocol=- user=alice command=connect"
         " destination=example.com:443 reply=succeeded bytes_up=517 bytes_down=4096"
-        " duration=0.25 outcome=- dropped=- rule=- auth=- raw_destination=- via=- unique_id=- route=- upstream=-"
+        " duration=0.25 outcome=- dropped=- rule=- auth=- raw_destination=- via=- unique_id=-"
+        " route=- upstream=-"
     )
 
 
