@@ -6,6 +6,7 @@ request crossed it; our access record names the route and the upstream used.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from conftest import RunningServer
 from socks5d.client import sync
-from socks5d.errors import ConnectionRefused, HostUnreachable, NotAllowed
+from socks5d.errors import CommandNotSupported, ConnectionRefused, HostUnreachable, NotAllowed
+from socks5d.proto import Address
 
 from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl
 from .proxies import DanteServer, MicrosocksServer, TinyproxyServer
@@ -268,3 +270,42 @@ def _on_loop(running: RunningServer, function: Callable[[], Any]) -> Any:
 
     assert running._loop is not None
     return asyncio.run_coroutine_threadsafe(call(), running._loop).result(CLIENT_TIMEOUT)
+
+
+# --- BIND through an upstream ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks4"])
+def test_bind_through_dante_passes_both_replies_on(start_server, upstreams, scheme: str) -> None:
+    """Dante listens; its first reply (where) and second reply (who connected) reach our
+    client as Dante sent them, and the relay runs through Dante."""
+    dante = upstreams("dante")
+    server = routed(start_server, {"via": [url_of(dante, scheme)]})
+    binding = sync.open_bind("127.0.0.1", 0, proxy=server.url(), timeout=CLIENT_TIMEOUT)
+    try:
+        assert str(binding.address.host) == "127.0.0.1" and binding.address.port != 0
+        assert binding.address.port not in (server.port, dante.port)
+        peer = socket.create_connection(
+            (str(binding.address.host), binding.address.port), timeout=CLIENT_TIMEOUT
+        )
+    except BaseException:
+        binding.close()
+        raise
+    with peer, binding.accept(CLIENT_TIMEOUT) as connection:
+        connection.settimeout(CLIENT_TIMEOUT)
+        peer_host, peer_port = peer.getsockname()[:2]
+        assert binding.peer == Address.from_host(peer_host, peer_port)
+        peer.sendall(b"from the peer")
+        assert connection.recv(64) == b"from the peer"
+        connection.sendall(b"to the peer")
+        assert peer.recv(64) == b"to the peer"
+    dante.bound(Endpoint(peer_host, peer_port))  # Dante relayed it
+    record = server.wait_records(1)[0]
+    assert (record["command"], record["upstream"]) == ("bind", url_of(dante, scheme))
+
+
+def test_bind_through_an_http_upstream_is_command_not_supported(start_server, upstreams) -> None:
+    tinyproxy = upstreams("tinyproxy")
+    server = routed(start_server, {"via": [tinyproxy.url]})
+    with pytest.raises(CommandNotSupported, match="X'07'"):
+        sync.open_bind("127.0.0.1", 0, proxy=server.url(), timeout=CLIENT_TIMEOUT)

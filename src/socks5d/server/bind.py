@@ -17,10 +17,12 @@ import random
 import socket
 from dataclasses import dataclass
 
+from socks5d.client import aio
 from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
 from socks5d.net import address_of, format_peer, unmapped
 from socks5d.proto import Address, Command, DomainName, Reply, Socks4Request
 from socks5d.server.context import Request, SessionContext, describe_block
+from socks5d.server.upstream import bind_routed, route_of
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +209,16 @@ async def _wait(
 
 
 async def serve_bind(session: SessionContext, request: Request) -> None:
-    """Listen, send the first reply, accept one peer, send the second reply, relay."""
+    """Listen, send the first reply, accept one peer, send the second reply, relay; or the
+    same at the upstream a `[[route]]` names, its two replies passed on."""
     socks4 = isinstance(request, Socks4Request)
+    route = route_of(session, Command.BIND, request.destination)
+    if route is not None:
+        timeout = session.services.config.timeouts.connect
+        binding = await bind_routed(session, route, request.destination, timeout)
+        if binding is not None:
+            await _relay_routed(session, binding)
+            return
     try:
         peers = await expected_peers(session, request.destination)
     except OSError as exc:
@@ -224,6 +234,46 @@ async def serve_bind(session: SessionContext, request: Request) -> None:
         await _bind_and_relay(session, address, peers, socks4)
     finally:
         slots.release(client_ip)
+
+
+async def _relay_routed(session: SessionContext, binding: aio.Binding) -> None:
+    """The upstream listens: its first reply to the client, then its second (the peer, which
+    the `[[socks]]` rules judge as a local BIND's), then the relay."""
+    try:
+        await session.reply(Reply.SUCCEEDED, binding.address)
+        waiting = asyncio.create_task(binding.accept_socket())
+        watching = asyncio.create_task(session.watch_control(keep=True))
+        timeout = session.services.config.bind.timeout
+        try:
+            done, _ = await asyncio.wait(
+                {waiting, watching}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (waiting, watching):
+                task.cancel()
+            await asyncio.gather(waiting, watching, return_exceptions=True)
+        if watching in done:
+            raise Socks5Error("client closed the control connection during BIND")
+        if waiting not in done:
+            raise TTLExpired(f"BIND: no connection within {timeout:g} s")
+        incoming = waiting.result()
+    except BaseException:
+        binding.close()
+        raise
+    try:
+        peer = binding.peer
+        assert peer is not None
+        session.authorize(Command.BIND, peer)
+        await session.reply(Reply.SUCCEEDED, peer)
+        log.info(
+            "BIND for %s through %s: %s connected",
+            session.record["client"],
+            session.record["upstream"],
+            peer,
+        )
+        await session.relay(incoming)
+    finally:
+        incoming.close()
 
 
 async def _bind_and_relay(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from socks5d.client import aio
 from socks5d.constants import Command
@@ -25,10 +27,13 @@ from socks5d.errors import (
     Socks5Error,
 )
 from socks5d.proto import Address
+from socks5d.proxies import ProxyLike
 from socks5d.routing import Health, Route, Upstream
 from socks5d.server.context import SessionContext, rule_request
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: What an upstream's failure to carry the request is, rather than its answer to it.
 _HANDSHAKE_FAILURES = (ProtocolError, AuthFailed, ProxyTimeout, LocalProtocolError)
@@ -62,28 +67,25 @@ def is_handshake_failure(exc: BaseException) -> bool:
     return type(exc) in _HANDSHAKE_FAILURES
 
 
-async def connect_routed(
-    session: SessionContext, route: Route, destination: Address, timeout: float
-) -> tuple[socket.socket, Address] | None:
-    """A connection to `destination` through the first candidate of `route` that carries it,
-    and the BND.ADDR to reply; None when the candidate to use is `direct` (the caller
-    connects as usual). The upstream used goes to the record.
+async def through_route(
+    session: SessionContext, route: Route, attempt: Callable[[Upstream], Awaitable[T]]
+) -> T | None:
+    """`attempt(upstream)` for the candidates of `route` in turn, until one carries the
+    request; None when the candidate to use is `direct` (the caller goes out itself). The
+    upstream used goes to the record.
 
     Raises:
         Socks5Error: the upstream's own failure reply (the client gets the same code), or
             HostUnreachable when no candidate carried the request.
     """
     health = session.services.health
-    host = str(destination.host)
     failures: list[str] = []
     for upstream in health.order(route, time.monotonic()):
         session.record["upstream"] = str(upstream)
         if upstream.direct:
             return None
         try:
-            sock, bound = await aio.tunnel(
-                host, destination.port, proxy=list(upstream.chain), timeout=timeout
-            )
+            result = await attempt(upstream)
         except BaseException as exc:
             if not is_handshake_failure(exc):
                 _worked(health, upstream, route)
@@ -95,10 +97,38 @@ async def connect_routed(
                 )
             continue
         _worked(health, upstream, route)
-        if bound.port == 0:  # an HTTP proxy tells nothing of its outbound end
+        return result
+    raise HostUnreachable(f"no upstream of {route.name} carried it ({'; '.join(failures)})")
+
+
+async def connect_routed(
+    session: SessionContext, route: Route, destination: Address, timeout: float
+) -> tuple[socket.socket, Address] | None:
+    """A connection to `destination` through `route` (`through_route`), and the BND.ADDR to
+    reply: the upstream's, or our end when it gives none (an HTTP proxy)."""
+
+    async def attempt(upstream: Upstream) -> tuple[socket.socket, Address]:
+        sock, bound = await aio.tunnel(
+            str(destination.host), destination.port, proxy=list(upstream.chain), timeout=timeout
+        )
+        if bound.port == 0:
             bound = Address.from_host(*sock.getsockname()[:2])
         return sock, bound
-    raise HostUnreachable(f"no upstream of {route.name} carried it ({'; '.join(failures)})")
+
+    return await through_route(session, route, attempt)
+
+
+async def bind_routed(
+    session: SessionContext, route: Route, peer: Address, timeout: float
+) -> aio.Binding | None:
+    """A BIND at the upstream `route` leads to (`through_route`), expecting `peer`; its
+    `address` is the first reply to pass on, `accept_socket()` waits for the second."""
+
+    async def attempt(upstream: Upstream) -> aio.Binding:
+        chain: list[ProxyLike] = list(upstream.chain)
+        return await aio.open_bind(str(peer.host), peer.port, proxy=chain, timeout=timeout)
+
+    return await through_route(session, route, attempt)
 
 
 def _worked(health: Health, upstream: Upstream, route: Route) -> None:
