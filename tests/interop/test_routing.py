@@ -6,7 +6,9 @@ request crossed it; our access record names the route and the upstream used.
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,12 +17,20 @@ from typing import Any
 import pytest
 
 from conftest import RunningServer
-from socks5d.client import sync
+from socks5d.client import aio, sync
 from socks5d.errors import CommandNotSupported, ConnectionRefused, HostUnreachable, NotAllowed
 from socks5d.proto import Address
 
-from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl
-from .proxies import DanteServer, MicrosocksServer, TinyproxyServer
+from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl, run_tool, socksify_env
+from .proxies import (
+    Crossing,
+    DanteServer,
+    MicrosocksServer,
+    Socks5dUnderTest,
+    TinyproxyServer,
+    write_socksify_conf,
+)
+from .test_socksify_udp_bind import UDP_CLIENT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -309,3 +319,68 @@ def test_bind_through_an_http_upstream_is_command_not_supported(start_server, up
     server = routed(start_server, {"via": [tinyproxy.url]})
     with pytest.raises(CommandNotSupported, match="X'07'"):
         sync.open_bind("127.0.0.1", 0, proxy=server.url(), timeout=CLIENT_TIMEOUT)
+
+
+# --- UDP ASSOCIATE through an upstream ---------------------------------------------------------
+
+
+async def test_udp_through_a_dante_upstream(start_server, upstreams, udp_echoes) -> None:
+    """Our association with the client, Dante's with us: datagrams go both ways re-wrapped,
+    and Dante's log counts them."""
+    dante = upstreams("dante")
+    server = routed(start_server, {"via": [url_of(dante)]})
+    echo = udp_echoes["127.0.0.1"]
+    async with await aio.open_udp(proxy=server.url(), timeout=CLIENT_TIMEOUT) as udp:
+        for text in (b"first", b"second datagram"):
+            await udp.sendto(text, (echo.host, echo.port))
+            data, sender = await udp.recvfrom(CLIENT_TIMEOUT)
+            assert (data, sender) == (text, (echo.host, echo.port))
+    assert dante.udp_relayed(echo) == Crossing(bytes_up=20, bytes_down=20)
+    record = server.wait_records(1)[0]
+    assert (record["command"], record["upstream"], record["dropped"]) == (
+        "udp_associate",
+        url_of(dante),
+        0,
+    )
+    assert (record["bytes_up"], record["bytes_down"]) == (20, 20)
+
+
+def test_socksify_udp_through_a_routed_server_and_dante(
+    start_server, upstreams, udp_echoes, tmp_path: Path
+) -> None:
+    """A real UDP program under Dante's socksify, to our server, out through Dante."""
+    dante = upstreams("dante")
+    server = routed(start_server, {"via": [url_of(dante)]})
+    echo = udp_echoes["127.0.0.1"]
+    conf = write_socksify_conf(tmp_path / "socks.conf", Socks5dUnderTest(server))
+    messages = ["first datagram", "second, a little longer, datagram"]
+    command = [sys.executable, str(UDP_CLIENT), echo.host, str(echo.port), *messages]
+    result = run_tool(["socksify", *command], env=socksify_env(conf))
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert answers == [{"data": text, "from": [echo.host, echo.port]} for text in messages]
+    payload = sum(len(text) for text in messages)
+    assert dante.udp_relayed(echo) == Crossing(bytes_up=payload, bytes_down=payload)
+
+
+async def test_udp_through_an_http_upstream_is_command_not_supported(
+    start_server, upstreams
+) -> None:
+    tinyproxy = upstreams("tinyproxy")
+    server = routed(start_server, {"via": [tinyproxy.url]})
+    with pytest.raises(CommandNotSupported, match="X'07'"):
+        await aio.open_udp(proxy=server.url(), timeout=CLIENT_TIMEOUT)
+
+
+def test_a_route_with_a_destination_takes_no_udp_association(
+    start_server, upstreams, udp_echoes
+) -> None:
+    """An association names no destination: only routes without `to`/`port` take it."""
+    dante = upstreams("dante")
+    server = routed(start_server, {"to": ["127.0.0.1"], "via": [url_of(dante)]})
+    echo = udp_echoes["127.0.0.1"]
+    with sync.open_udp(proxy=server.url(), timeout=CLIENT_TIMEOUT) as udp:
+        udp.sendto(b"direct", (echo.host, echo.port))
+        assert udp.recvfrom(CLIENT_TIMEOUT)[0] == b"direct"
+    record = server.wait_records(1)[0]
+    assert (record["route"], record["upstream"]) == (None, None)

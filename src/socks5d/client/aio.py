@@ -337,6 +337,18 @@ class UdpEndpoint:
         datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
         self._transport.sendto(datagram, sockaddr(self.relay))
 
+    def send_datagram(self, data: bytes, destination: Address) -> None:
+        """Send `data` to `destination` as it is (an IP address, or a name for the proxy to
+        resolve): no lookup here, so no waiting.
+
+        Raises:
+            ConnectionError: the association is closed.
+        """
+        if self._transport.is_closing():
+            raise ConnectionError("the UDP association is closed")
+        datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
+        self._transport.sendto(datagram, sockaddr(self.relay))
+
     async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
         """The next datagram and the (host, port) it came from.
 

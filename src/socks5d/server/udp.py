@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
+from socks5d.client import aio
 from socks5d.errors import LocalProtocolError, ProtocolError, Socks5Error
 from socks5d.gss import Protection
 from socks5d.names import BadDestinationName, canonical_destination, escape_octets
@@ -51,6 +52,7 @@ from socks5d.rules import Decision
 from socks5d.server.context import Request, SessionContext
 from socks5d.server.stats import Stats
 from socks5d.server.udpnames import NameCache
+from socks5d.server.upstream import associate_routed, route_of
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,8 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.counts = RelayResult()
         self.dropped = 0
         self.last_activity = time.monotonic()
+        #: the upstream association datagrams go out through (a `[[route]]`); None: direct
+        self.upstream: aio.UdpEndpoint | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -170,7 +174,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             if self.client_port is None:
                 self.client_port = source.port  # lock onto the first datagram's port
             self._from_client(data)
-        elif (host, source.port) in self.peers:
+        elif self.upstream is None and (host, source.port) in self.peers:
             self._from_peer(source, data)
         else:
             self._drop("stranger", f"datagram from stranger {source}")
@@ -239,7 +243,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
     def _send_to_targets(self, name: Address, targets: list[Target], data: bytes) -> None:
         for _, sockaddr in targets:
             host = unmapped(ipaddress.ip_address(sockaddr[0].partition("%")[0]))
-            if self.family == socket.AF_INET6 or host.version == 4:
+            if self.upstream is not None or self.family == socket.AF_INET6 or host.version == 4:
                 # the name was allowed; the address it resolved to must be too (rebinding)
                 if not self._allowed(name, host):
                     self._drop("rules", f"datagram to {name} ({host}): blocked by the rules")
@@ -252,7 +256,14 @@ class UdpAssociation(asyncio.DatagramProtocol):
         host = unmapped(host)
         peer = (host, port)
         target = self.peers.get(peer)
-        if target is None:
+        if self.upstream is not None:
+            try:
+                self.upstream.send_datagram(data, Address(host, port))
+            except (ConnectionError, LocalProtocolError) as exc:
+                self._drop("send_buffer", f"datagram to {host}: upstream: {exc}")
+                return
+            target = target or (str(host), port)
+        elif target is None:
             if self.family == socket.AF_INET6 and host.version == 4:
                 target = (f"::ffff:{host}", port, 0, 0)
             elif self.family == socket.AF_INET and host.version == 6:
@@ -260,14 +271,25 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 return
             else:
                 target = (str(host), port)
-        if not self._transmit(data, target):
+        if self.upstream is None and not self._transmit(data, target):
             return
+        self.last_activity = time.monotonic()
         self.peers[peer] = target
         self.peers.move_to_end(peer)
         if len(self.peers) > MAX_PEERS:
             self.peers.popitem(last=False)
         self.counts.bytes_up += len(data)
         self.stats.datagram("up")
+
+    def from_upstream(self, data: bytes, sender: tuple[str, int]) -> None:
+        """A datagram the upstream relayed to us from `sender`: for the client when it came
+        from a host the client sent to, as from the relay socket when direct."""
+        source = Address.from_host(*sender)
+        host = source.host
+        if isinstance(host, DomainName) or (unmapped(host), source.port) not in self.peers:
+            self._drop("stranger", f"datagram from stranger {source} through the upstream")
+            return
+        self._from_peer(Address(unmapped(host), source.port), data)
 
     def _from_peer(self, source: Address, data: bytes) -> None:
         wrapped = encode_udp(UdpDatagram(source, data))
@@ -367,12 +389,23 @@ async def _associate(
     except BaseException:
         sock.close()
         raise
+    pump = None
     try:
+        route = route_of(session, Command.UDP_ASSOCIATE, None)
+        if route is not None:
+            timeout = services.config.timeouts.connect
+            association.upstream = await associate_routed(session, route, timeout)
+        if association.upstream is not None:
+            pump = asyncio.create_task(_pump(association.upstream, association))
         bound = _advertised(session, sock)
         await session.reply(Reply.SUCCEEDED, bound)
         log.debug("UDP ASSOCIATE for %s relaying on %s", session.record["client"], bound)
-        session.record["outcome"] = await _serve(session, association)
+        session.record["outcome"] = await _serve(session, association, pump)
     finally:
+        if pump is not None:
+            pump.cancel()
+        if association.upstream is not None:
+            await association.upstream.close()
         association.close()
         await association.closed.wait()  # "its socket is closed at once": before the log line
         session.record.update(
@@ -384,15 +417,27 @@ async def _associate(
             session.record["rule"] = association.rule
 
 
-async def _serve(session: SessionContext, association: UdpAssociation) -> str:
+async def _pump(upstream: aio.UdpEndpoint, association: UdpAssociation) -> None:
+    """The upstream's datagrams to the association, until the upstream ends it."""
+    with contextlib.suppress(ConnectionError):
+        while True:
+            association.from_upstream(*(await upstream.recvfrom()))
+
+
+async def _serve(
+    session: SessionContext, association: UdpAssociation, pump: asyncio.Task[None] | None
+) -> str:
     idle_timeout = session.services.config.udp.idle_timeout
     control = asyncio.create_task(session.watch_control(keep=False))
+    waits: set[asyncio.Task[None]] = {control} if pump is None else {control, pump}
     try:
         while True:
             remaining = association.last_activity + idle_timeout - time.monotonic()
             if remaining <= 0:
                 return "idle timeout"
-            done, _ = await asyncio.wait({control}, timeout=remaining)
+            done, _ = await asyncio.wait(waits, timeout=remaining, return_when="FIRST_COMPLETED")
+            if pump in done:
+                return "upstream closed the association"
             if done:
                 control.result()  # raises the client's connection error, if any
                 return "closed"

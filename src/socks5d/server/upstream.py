@@ -20,6 +20,7 @@ from socks5d.client import aio
 from socks5d.constants import Command
 from socks5d.errors import (
     AuthFailed,
+    CommandNotSupported,
     HostUnreachable,
     LocalProtocolError,
     ProtocolError,
@@ -127,6 +128,25 @@ async def bind_routed(
     async def attempt(upstream: Upstream) -> aio.Binding:
         chain: list[ProxyLike] = list(upstream.chain)
         return await aio.open_bind(str(peer.host), peer.port, proxy=chain, timeout=timeout)
+
+    return await through_route(session, route, attempt)
+
+
+async def associate_routed(
+    session: SessionContext, route: Route, timeout: float
+) -> aio.UdpEndpoint | None:
+    """A UDP association of our own with the upstream `route` leads to (`through_route`),
+    which the client's datagrams go out through. Only one SOCKS5 proxy can carry one.
+
+    Raises:
+        CommandNotSupported: the upstream is an HTTP or SOCKS4 proxy, or a chain.
+    """
+
+    async def attempt(upstream: Upstream) -> aio.UdpEndpoint:
+        chain: list[ProxyLike] = list(upstream.chain)
+        if len(chain) != 1 or upstream.chain[0].version != 5:
+            raise CommandNotSupported(f"UDP ASSOCIATE through {upstream}: needs one SOCKS5 proxy")
+        return await aio.open_udp(proxy=chain, timeout=timeout)
 
     return await through_route(session, route, attempt)
 
