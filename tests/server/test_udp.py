@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from socks5d.proto import Address, AddressType, Command, Reply, UdpDatagram
-from socks5d.server.udp import MAX_DATAGRAM
+from socks5d.server.udprelay import MAX_DATAGRAM
 
 from .raw_client import (
     IO_TIMEOUT,
