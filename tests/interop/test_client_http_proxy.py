@@ -6,6 +6,8 @@ the proof that the request went through it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -117,3 +119,32 @@ def test_http_urls() -> None:
     assert proxy.url == "http://alice:***@proxy.example:3128"
     with pytest.raises(ValueError, match="GSS-API needs SOCKS5"):
         Proxy.from_url("http://proxy.example:3128?gssapi=integrity")
+
+
+def test_socks5d_connect_through_an_http_proxy_then_socks(
+    start_tinyproxy: Callable[..., TinyproxyServer], socks_server, tcp_echoes: dict[str, Endpoint]
+) -> None:
+    """The command line: `socks5d connect --proxy http://... --proxy socks5h://...`."""
+    proxy = start_tinyproxy()
+    destination = tcp_echoes["127.0.0.1"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "socks5d",
+            "connect",
+            "--proxy",
+            proxy.url,
+            "--proxy",
+            socks_server.url("socks5h"),
+            destination.host,
+            str(destination.port),
+        ],
+        input=PAYLOAD,
+        capture_output=True,
+        timeout=CLIENT_TIMEOUT * 2,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout == PAYLOAD
+    proxy.requested(f"{socks_server.host}:{socks_server.port}")

@@ -384,3 +384,34 @@ def test_a_route_with_a_destination_takes_no_udp_association(
         assert udp.recvfrom(CLIENT_TIMEOUT)[0] == b"direct"
     record = server.wait_records(1)[0]
     assert (record["route"], record["upstream"]) == (None, None)
+
+
+def test_an_upstreams_refusal_by_its_rules_is_not_allowed(
+    start_server, upstreams, tcp_echoes: dict[str, Endpoint]
+) -> None:
+    """Dante's own block rule: its X'02' reaches our client as X'02'; Dante stays up."""
+    destination = tcp_echoes["127.0.0.1"]
+    dante = upstreams("dante", blocked=[destination])
+    server = routed(start_server, {"via": [url_of(dante)]})
+    with pytest.raises(NotAllowed, match="X'02'"):
+        echo(server, destination)
+    assert server.wait_records(1)[0]["reply"] == "connection_not_allowed"
+
+
+def test_a_failed_login_at_an_upstream_fails_over_and_logs_once(
+    start_server, upstreams, tcp_echoes: dict[str, Endpoint], caplog
+) -> None:
+    """microsocks wants a password we do not have: that upstream is down for us (one warning,
+    however many requests), the next one carries the requests."""
+    locked = upstreams("microsocks", username="u", password="p")
+    backup = upstreams("microsocks")
+    wrong = f"socks5://u:wrong@{Endpoint(locked.host, locked.port).netloc}"
+    server = routed(start_server, {"via": [wrong, backup.url], "upstream_retry": 60})
+    destination = tcp_echoes["127.0.0.1"]
+    with caplog.at_level("WARNING", logger="socks5d.server.upstream"):
+        for _ in range(3):
+            assert echo(server, destination) == PAYLOAD
+        used = [record["upstream"] for record in server.wait_records(3)]
+    assert used == [backup.url] * 3
+    warnings = [r for r in caplog.records if r.name == "socks5d.server.upstream"]
+    assert len(warnings) == 1 and "is down for 60s" in warnings[0].getMessage()
