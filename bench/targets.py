@@ -6,6 +6,7 @@
     socks5d-splice    --loop uvloop --relay splice
     socks5d-proxyv2   socks5d-splice behind a balancer: --proxy-protocol-from 127.0.0.1, and
                       every client connection begins with a PROXY v2 header
+    socks5d-routed    socks5d-splice routing every request through a second socks5d-splice
     socks5d-workers   --loop uvloop --relay splice --workers auto
     socks5d           no engine flags (smoke runs; a full run's fallback when the installed
                       socks5d accepts none of the flags above)
@@ -202,6 +203,28 @@ class Socks5d(Target):
         return command
 
 
+class RoutedSocks5d(Socks5d):
+    """socks5d whose one `[[route]]` sends every request through a second socks5d (the
+    upstream, the same flags, started first on its own port): the cost of a routing hop
+    next to `socks5d-splice` going direct. CPU and memory figures are the front process's
+    only; the hop's own cost shows in the rate and the throughput."""
+
+    @contextlib.contextmanager
+    def start(self, workspace: Workspace, *, userpass: bool = False) -> Iterator[Running]:
+        upstream = Socks5d(f"{self.name}-upstream", self.flags)
+        with upstream.start(workspace) as hop:
+            config = workspace.directory / f"{self.name}.toml"
+            config.write_text(f'{SOCKS5D_CONFIG}\n[[route]]\nvia = ["socks5://{hop.address}"]\n')
+            self._config = config
+            with super().start(workspace, userpass=userpass) as running:
+                yield running
+
+    def command(self, port: int, workspace: Workspace, *, userpass: bool) -> list[str]:
+        command = super().command(port, workspace, userpass=userpass)
+        command[command.index("--config") + 1] = str(self._config)
+        return command
+
+
 #: The socks5d source the socks5d targets run: the run's snapshot once `use_socks5d_source`
 #: has set it, so that every proxy of a run executes the same code.
 _socks5d_source = [REPO / "src"]
@@ -392,6 +415,8 @@ FULL = (
         ("--loop", "uvloop", "--relay", "splice", "--proxy-protocol-from", "127.0.0.1"),
         {"proxy-protocol": 2},
     ),
+    # every request through a second socks5d (a [[route]] upstream)
+    RoutedSocks5d("socks5d-routed", ("--loop", "uvloop", "--relay", "splice")),
     Socks5d("socks5d-workers", ("--loop", "uvloop", "--relay", "splice", "--workers", "auto")),
     Dante(),
     Microsocks(),

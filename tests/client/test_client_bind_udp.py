@@ -153,17 +153,35 @@ async def test_recvfrom_with_nothing_to_receive_raises_proxy_timeout(
 
 
 @pytest.mark.parametrize(
-    "proxy",
+    ("proxy", "hop"),
     [
-        pytest.param(lambda server: server.url("socks4"), id="socks4"),
-        pytest.param(lambda server: [server.url(), server.url()], id="chain"),
+        pytest.param(lambda server: server.url("socks4"), 1, id="socks4"),
+        pytest.param(lambda server: [server.url(), server.url("socks4a")], 2, id="chain-socks4a"),
+        pytest.param(lambda server: [server.url(), "http://127.0.0.1:9"], 2, id="chain-http"),
     ],
 )
-async def test_udp_needs_exactly_one_socks5_proxy(
-    face: Face, proxy: Callable[[Any], Any], socks_server
+async def test_udp_needs_socks5_at_every_hop_and_names_the_one_that_is_not(
+    face: Face, proxy: Callable[[Any], Any], hop: int, socks_server
 ) -> None:
-    with pytest.raises(ValueError, match="exactly one SOCKS5 proxy"):
+    with pytest.raises(ValueError, match=f"SOCKS5 at every hop: hop {hop}, "):
         await face.open_udp(proxy=proxy(socks_server))
+
+
+async def test_udp_through_a_chain_of_two_goes_through_both_associations(
+    face: Face, start_server, udp_echo
+) -> None:
+    """Each hop holds an association; the datagram leaves the last one, and the answer comes
+    back through both, unwrapped to the echo server's own address."""
+    first, second = start_server(), start_server()
+    host, port = udp_echo()
+    async with await face.open_udp(proxy=[first.url(), second.url()]) as udp:
+        await udp.sendto(b"through two", (host, port))
+        data, sender = await udp.recvfrom(timeout=5)
+    assert (data, sender) == (b"through two", (host, port))
+    # the first: its own association, and the CONNECT carrying the second's control
+    assert sorted(r["command"] for r in first.wait_records(2)) == ["connect", "udp_associate"]
+    last = second.wait_records(1)[0]
+    assert (last["command"], last["bytes_up"], last["bytes_down"]) == ("udp_associate", 11, 11)
 
 
 async def test_udp_request_names_all_zeros_as_its_own_address(

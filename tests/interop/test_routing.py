@@ -415,3 +415,15 @@ def test_a_failed_login_at_an_upstream_fails_over_and_logs_once(
     assert used == [backup.url] * 3
     warnings = [r for r in caplog.records if r.name == "socks5d.server.upstream"]
     assert len(warnings) == 1 and "is down for 60s" in warnings[0].getMessage()
+
+
+async def test_udp_through_a_chain_of_two_socks5d_upstreams(start_server, udp_echoes) -> None:
+    middle, last = start_server(), start_server()
+    server = routed(start_server, {"via": [f"{middle.url()} {last.url()}"]})
+    echo = udp_echoes["127.0.0.1"]
+    async with await aio.open_udp(proxy=server.url(), timeout=CLIENT_TIMEOUT) as udp:
+        await udp.sendto(b"three hops", (echo.host, echo.port))
+        assert await udp.recvfrom(CLIENT_TIMEOUT) == (b"three hops", (echo.host, echo.port))
+    last_record = last.wait_records(1)[0]
+    assert (last_record["command"], last_record["bytes_up"]) == ("udp_associate", 10)
+    assert server.wait_records(1)[0]["upstream"] == f"{middle.url()} {last.url()}"

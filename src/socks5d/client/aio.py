@@ -266,6 +266,19 @@ async def open_bind(
     return Binding(sock, link, bound)
 
 
+async def _until_closed(control: socket.socket) -> None:
+    """Until the proxy closes (or breaks) the TCP connection `control`."""
+    while True:
+        await _readable(control)
+        try:
+            if not control.recv(PEEK_SIZE):
+                return
+        except BlockingIOError:
+            continue
+        except OSError:
+            return
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     """Receives the relay's datagrams into a bounded queue (a full queue drops, as UDP does)."""
 
@@ -274,8 +287,11 @@ class _Datagrams(asyncio.DatagramProtocol):
         relay: Address,
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None],
         protection: Protection | None = None,
+        inner: tuple[Address, ...] = (),
     ):
         self.relay = relay
+        #: through a chain: the later hops' relays, in order
+        self.inner = inner
         self.queue = queue
         #: GSS-API per-message protection of the datagrams, when agreed
         self.protection = protection
@@ -283,7 +299,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        item = received(data, addr, self.relay, self.protection)
+        item = received(data, addr, self.relay, self.protection, self.inner)
         if item is None:
             self.dropped += 1
             return
@@ -302,29 +318,28 @@ class UdpEndpoint:
     def __init__(
         self,
         proxy: Proxy,
-        control: socket.socket,
+        controls: list[socket.socket],
         transport: asyncio.DatagramTransport,
         protocol: _Datagrams,
     ) -> None:
+        #: the last proxy: the one that sends the datagrams to their destinations
         self.proxy = proxy
-        self._control = control
+        self._controls = controls
         self._transport = transport
         self._protocol = protocol
-        self._watch = asyncio.create_task(self._watch_control())
-        #: BND.ADDR/BND.PORT: the relay datagrams go to
+        self._watch = asyncio.create_task(self._watch_controls())
+        #: BND.ADDR/BND.PORT: the relay datagrams go to (the first proxy's, through a chain)
         self.relay = protocol.relay
 
-    async def _watch_control(self) -> None:
-        """RFC 1928 §6: the association ends with its TCP connection; tell recvfrom."""
-        while True:
-            await _readable(self._control)
-            try:
-                if not self._control.recv(PEEK_SIZE):
-                    break
-            except BlockingIOError:
-                continue
-            except OSError:
-                break
+    async def _watch_controls(self) -> None:
+        """RFC 1928 §6: the association ends with its TCP connection (through a chain: with
+        any hop's); tell recvfrom."""
+        watches = [asyncio.create_task(_until_closed(control)) for control in self._controls]
+        try:
+            await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for watch in watches:
+                watch.cancel()
         self._transport.close()
         with contextlib.suppress(asyncio.QueueFull):
             self._protocol.queue.put_nowait(None)
@@ -334,8 +349,7 @@ class UdpEndpoint:
         if self._transport.is_closing():
             raise ConnectionError("the UDP association is closed")
         destination = await _destination(self.proxy, address[0], address[1])
-        datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
-        self._transport.sendto(datagram, sockaddr(self.relay))
+        self.send_datagram(data, destination)
 
     def send_datagram(self, data: bytes, destination: Address) -> None:
         """Send `data` to `destination` as it is (an IP address, or a name for the proxy to
@@ -346,7 +360,10 @@ class UdpEndpoint:
         """
         if self._transport.is_closing():
             raise ConnectionError("the UDP association is closed")
-        datagram = wrap_datagram(UdpDatagram(destination, data), self._protocol.protection)
+        protocol = self._protocol
+        datagram = wrap_datagram(
+            UdpDatagram(destination, data), protocol.protection, protocol.inner
+        )
         self._transport.sendto(datagram, sockaddr(self.relay))
 
     async def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
@@ -377,7 +394,8 @@ class UdpEndpoint:
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
         self._transport.close()
-        self._control.close()
+        for control in self._controls:
+            control.close()
 
     async def __aenter__(self) -> UdpEndpoint:
         return self
@@ -398,22 +416,32 @@ UDP_QUEUE_SIZE = 256
 async def open_udp(
     *, proxy: ProxyLike | list[ProxyLike], timeout: float = DEFAULT_TIMEOUT
 ) -> UdpEndpoint:
-    """Open a UDP association with `proxy` (SOCKS5; a chain is not possible for UDP).
+    """Open a UDP association with `proxy`: one SOCKS5 proxy, or a chain of them, each of
+    which then holds an association of its own (`route.udp_chain`): datagrams go to the
+    first relay wrapped for every hop, each relay passing the rest on to the next one.
 
-    The request names 0.0.0.0:0 (RFC 1928 §6: "If the client is not in possession of the
+    Each request names 0.0.0.0:0 (RFC 1928 §6: "If the client is not in possession of the
     information at the time of the UDP ASSOCIATE, the client MUST use a port number and
     address of all zeros"); datagrams are sent from the address the TCP connection uses.
     """
     chain = udp_chain(proxy)
-    control, link, relay = await _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    controls: list[socket.socket] = []
+    relays: list[Address] = []
     try:
-        family, local_ip = datagram_source(control, relay)
+        for hops in range(1, len(chain) + 1):  # hop N's association, through hops 1..N-1
+            control, link, relay = await _through_chain(
+                chain[:hops], Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout
+            )
+            controls.append(control)
+            relays.append(relay)
+        family, local_ip = datagram_source(controls[0], relays[0])
         queue: asyncio.Queue[tuple[bytes, tuple[str, int]] | None] = asyncio.Queue(UDP_QUEUE_SIZE)
-        protocol = _Datagrams(relay, queue, link.protection)
+        protocol = _Datagrams(relays[0], queue, link.protection, tuple(relays[1:]))
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: protocol, local_addr=(local_ip, 0), family=family
         )
     except BaseException:
-        control.close()
+        for control in controls:
+            control.close()
         raise
-    return UdpEndpoint(chain[0], control, transport, protocol)
+    return UdpEndpoint(chain[-1], controls, transport, protocol)

@@ -341,20 +341,31 @@ def usable_address(bound: Address, proxy_ip: str) -> Address:
     return bound
 
 
-def wrap_datagram(datagram: UdpDatagram, protection: Protection | None) -> bytes:
+def wrap_datagram(
+    datagram: UdpDatagram, protection: Protection | None, inner: tuple[Address, ...] = ()
+) -> bytes:
     """A datagram for the relay: the RFC 1928 header and data, as one protected token when
-    GSS-API protects the association (RFC 1961 §5).
+    GSS-API protects the association (RFC 1961 §5). Through a chain (`inner`: the relays of
+    the later hops, in order) each hop's header goes around the next hop's datagram: the
+    first relay sends the rest to the second relay, and so on.
     """
     data = encode_udp(datagram)
+    for relay in reversed(inner):
+        data = encode_udp(UdpDatagram(relay, data))
     return data if protection is None else protection.seal_datagram(data)
 
 
 def unwrap_datagram(
-    data: bytes, sender: Address, relay: Address, protection: Protection | None = None
+    data: bytes,
+    sender: Address,
+    relay: Address,
+    protection: Protection | None = None,
+    inner: tuple[Address, ...] = (),
 ) -> UdpDatagram | None:
     """A datagram from the relay with its header read, or None when it is to be dropped: not
     from the relay, malformed, not verified (with protection), or a fragment (RFC 1928 §7:
     without fragmentation support, "drop any datagram whose FRAG field is other than X'00'").
+    Through a chain each header in turn must name the next hop's relay (`inner`).
     """
     if sender != relay:
         return None
@@ -362,6 +373,10 @@ def unwrap_datagram(
         if protection is not None:
             data = protection.open_datagram(data)
         datagram = decode_udp(data)
+        for next_relay in inner:
+            if datagram.fragment != 0 or datagram.destination != next_relay:
+                return None
+            datagram = decode_udp(datagram.data)
     except ProtocolError:
         return None
     return datagram if datagram.fragment == 0 else None

@@ -150,14 +150,21 @@ def walk(chain: list[Proxy], command: Command, host: str, port: int) -> Walk:
 
 
 def udp_chain(proxy: ProxyLike | list[ProxyLike]) -> list[Proxy]:
-    """The chain of a UDP ASSOCIATE: exactly one SOCKS5 proxy (datagrams cannot be chained).
+    """The chain of a UDP ASSOCIATE: SOCKS5 proxies only, each of which opens an association
+    (`udp_relays`); GSS-API protection only with one proxy.
 
     Raises:
-        ValueError: SOCKS4, or more than one proxy.
+        ValueError: naming the hop that cannot carry datagrams.
     """
     chain = as_chain(proxy)
-    if len(chain) != 1 or chain[0].version != 5:
-        raise ValueError("UDP ASSOCIATE needs exactly one SOCKS5 proxy")
+    for number, hop in enumerate(chain, 1):
+        if hop.version != 5:
+            raise ValueError(f"UDP ASSOCIATE needs SOCKS5 at every hop: hop {number}, {hop.url}")
+        if hop.gssapi is not None and len(chain) > 1:
+            raise ValueError(
+                f"UDP ASSOCIATE through a chain carries no GSS-API protection: hop {number}, "
+                f"{hop.url}"
+            )
     return chain
 
 

@@ -221,17 +221,20 @@ class UdpEndpoint:
     def __init__(
         self,
         proxy: Proxy,
-        control: socket.socket,
-        relay: Address,
+        controls: list[socket.socket],
+        relays: list[Address],
         protection: Protection | None = None,
     ) -> None:
+        #: the last proxy: the one that sends the datagrams to their destinations
         self.proxy = proxy
         #: GSS-API per-message protection of the datagrams, when agreed
         self.protection = protection
-        self._control = control
-        #: BND.ADDR/BND.PORT: the relay datagrams go to
-        self.relay = relay
-        family, local_ip = datagram_source(control, relay)
+        self._controls = controls
+        #: BND.ADDR/BND.PORT: the relay datagrams go to (the first proxy's, through a chain)
+        self.relay = relays[0]
+        #: through a chain: the later hops' relays, in order
+        self.inner = tuple(relays[1:])
+        family, local_ip = datagram_source(controls[0], self.relay)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self._sock.bind((local_ip, 0))
@@ -245,7 +248,7 @@ class UdpEndpoint:
         """Send `data` to `address` (host, port) through the relay."""
         destination = _destination(self.proxy, address[0], address[1])
         self._sock.sendto(
-            wrap_datagram(UdpDatagram(destination, data), self.protection),
+            wrap_datagram(UdpDatagram(destination, data), self.protection, self.inner),
             sockaddr(self.relay),
         )
 
@@ -259,16 +262,16 @@ class UdpEndpoint:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self._sock, self._control], [], [], remaining)
+            ready, _, _ = select.select([self._sock, *self._controls], [], [], remaining)
             if not ready:
                 raise ProxyTimeout("no datagram in time")
-            if self._control in ready and not self._control.recv(PEEK_SIZE):
-                # RFC 1928 §6: the association ends with its TCP connection
+            if any(c in ready and not c.recv(PEEK_SIZE) for c in self._controls):
+                # RFC 1928 §6: the association ends with its TCP connection (any hop's)
                 raise ConnectionError("the UDP association is closed")
             if self._sock not in ready:
                 continue
             data, sender = self._sock.recvfrom(MAX_DATAGRAM)
-            item = received(data, sender, self.relay, self.protection)
+            item = received(data, sender, self.relay, self.protection, self.inner)
             if item is None:
                 self.dropped += 1
                 continue
@@ -277,7 +280,8 @@ class UdpEndpoint:
     def close(self) -> None:
         """End the association: close the UDP socket and the TCP control connection."""
         self._sock.close()
-        self._control.close()
+        for control in self._controls:
+            control.close()
 
     def __enter__(self) -> UdpEndpoint:
         return self
@@ -294,11 +298,20 @@ class UdpEndpoint:
 def open_udp(
     *, proxy: ProxyLike | list[ProxyLike], timeout: float | None = DEFAULT_TIMEOUT
 ) -> UdpEndpoint:
-    """Open a UDP association with `proxy` (one SOCKS5 proxy)."""
+    """Open a UDP association with `proxy`: one SOCKS5 proxy, or a chain of them (as
+    `aio.open_udp`)."""
     chain = udp_chain(proxy)
-    control, link, relay = _through_chain(chain, Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout)
+    controls: list[socket.socket] = []
+    relays: list[Address] = []
     try:
-        return UdpEndpoint(chain[0], control, relay, link.protection)
+        for hops in range(1, len(chain) + 1):  # hop N's association, through hops 1..N-1
+            control, link, relay = _through_chain(
+                chain[:hops], Command.UDP_ASSOCIATE, "0.0.0.0", 0, timeout
+            )
+            controls.append(control)
+            relays.append(relay)
+        return UdpEndpoint(chain[-1], controls, relays, link.protection)
     except BaseException:
-        control.close()
+        for control in controls:
+            control.close()
         raise

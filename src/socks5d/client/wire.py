@@ -65,12 +65,16 @@ def sockaddr(address: Address) -> tuple[str, int]:
 
 
 def received(
-    data: bytes, sender: Any, relay: Address, protection: Protection | None
+    data: bytes,
+    sender: Any,
+    relay: Address,
+    protection: Protection | None,
+    inner: tuple[Address, ...] = (),
 ) -> tuple[bytes, tuple[str, int]] | None:
     """A datagram from socket address `sender` as (data, (host, port) it came from), or None
     when it is to be dropped (see `handshake.unwrap_datagram`).
     """
-    datagram = unwrap_datagram(data, address_of(sender), relay, protection)
+    datagram = unwrap_datagram(data, address_of(sender), relay, protection, inner)
     if datagram is None:
         return None
     return datagram.data, sockaddr(datagram.destination)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from socks5d.client import aio
+from socks5d.client.route import udp_chain
 from socks5d.constants import Command
 from socks5d.errors import (
     AuthFailed,
@@ -136,16 +137,18 @@ async def associate_routed(
     session: SessionContext, route: Route, timeout: float
 ) -> aio.UdpEndpoint | None:
     """A UDP association of our own with the upstream `route` leads to (`through_route`),
-    which the client's datagrams go out through. Only one SOCKS5 proxy can carry one.
+    which the client's datagrams go out through: SOCKS5 proxies only (a chain of them too).
 
     Raises:
-        CommandNotSupported: the upstream is an HTTP or SOCKS4 proxy, or a chain.
+        CommandNotSupported: the upstream is (or has a hop that is) HTTP or SOCKS4.
     """
 
     async def attempt(upstream: Upstream) -> aio.UdpEndpoint:
         chain: list[ProxyLike] = list(upstream.chain)
-        if len(chain) != 1 or upstream.chain[0].version != 5:
-            raise CommandNotSupported(f"UDP ASSOCIATE through {upstream}: needs one SOCKS5 proxy")
+        try:
+            udp_chain(chain)
+        except ValueError as exc:
+            raise CommandNotSupported(f"through {upstream}: {exc}") from None
         return await aio.open_udp(proxy=chain, timeout=timeout)
 
     return await through_route(session, route, attempt)
