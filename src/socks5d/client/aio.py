@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import math
 import socket
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -122,8 +123,19 @@ async def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination(proxy, host, port, targets)
 
 
-#: Bridges to protected proxies, kept until they end.
-_bridges: set[Tunnel] = set()
+#: Bridges to protected proxies, kept until they end, by event loop.
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[Tunnel]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def end_bridges() -> None:
+    """End the protection bridges of this event loop (`_bridge`) and wait until they have:
+    for a program that ends, a server closing its routed sessions."""
+    bridges = list(_bridges.get(asyncio.get_running_loop(), ()))
+    for bridge in bridges:
+        bridge.abort()
+    await asyncio.gather(*(bridge.wait() for bridge in bridges))
 
 
 def _bridge(sock: socket.socket, link: Link) -> socket.socket:
@@ -136,8 +148,10 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
     for end in (mine, theirs):
         end.setblocking(False)
 
+    bridges = _bridges.setdefault(asyncio.get_running_loop(), set())
+
     def done(_result: RelayResult) -> None:
-        _bridges.discard(tunnel)
+        bridges.discard(tunnel)
         sock.close()
         theirs.close()
 
@@ -148,7 +162,7 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
         early_data=link.connection.trailing_data,
         done=done,
     )
-    _bridges.add(tunnel)
+    bridges.add(tunnel)
     return mine
 
 
