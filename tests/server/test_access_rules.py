@@ -29,7 +29,7 @@ from socks5d.proto import Address, Command, CommandReply, DomainName, Reply, Udp
 from socks5d.rules import Request
 from socks5d.server import Server
 from socks5d.server.connect import Target
-from socks5d.server.listen import own_addresses
+from socks5d.server.hostaddresses import own_addresses
 
 from .raw_client import (
     IO_TIMEOUT,

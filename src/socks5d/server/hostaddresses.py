@@ -1,5 +1,6 @@
 """This host's own addresses, which `block_private_destinations` keeps clients from reaching
-through the proxy. Read from the system (names, /proc); no socket is opened.
+through the proxy, and the rule set with that preset in front (`access_rules`). Read from the
+system (names, /proc); no socket is opened.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import socket
 from itertools import pairwise
 
 from socks5d.config import ServerConfig
+from socks5d.rules import RuleSet, private_destinations_rule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,3 +42,19 @@ def own_addresses(config: ServerConfig) -> set[IPAddress]:
     except (OSError, ValueError):
         pass
     return {address for address in found if not address.is_unspecified}
+
+
+def access_rules(config: ServerConfig) -> RuleSet:
+    """The `[[client]]` and `[[socks]]` rules of `config`, with the private-destinations
+    preset (and this host's addresses) in front when `block_private_destinations` is on."""
+    rules = config.rules
+    socks_rules = rules.socks
+    if rules.block_private_destinations:
+        socks_rules = (private_destinations_rule(own_addresses(config)), *socks_rules)
+    return RuleSet(
+        rules.client,
+        socks_rules,
+        client_default=rules.client_default,
+        socks_default=rules.socks_default,
+        groups=dict(rules.groups),
+    )

@@ -83,6 +83,11 @@ class Slots:
         self._by_address[client] += 1
         return None
 
+    def configure(self, total: int, per_client: int, prefix_v4: int, prefix_v6: int) -> None:
+        """New limits (a reload); the slots held stay held."""
+        self.total, self.per_client = total, per_client
+        self.set_prefixes(prefix_v4, prefix_v6)
+
     def reserve(self) -> str | None:
         """Take a slot counted in all only, for a connection whose client is not known yet
         (a balancer's, before its PROXY header); None when granted, else why not."""

@@ -29,12 +29,12 @@ from socks5d.net import address_of, format_peer
 from socks5d.proto import Address, DomainName
 from socks5d.relay import RelayEngine, select_engine
 from socks5d.routing import Health, Routes
-from socks5d.rules import RuleSet, private_destinations_rule
+from socks5d.rules import RuleSet
 from socks5d.server.admission import admit
 from socks5d.server.connect import system_resolver
 from socks5d.server.context import Resolver, Services
 from socks5d.server.hashing import HashPool, thread_count
-from socks5d.server.hostaddresses import own_addresses as own_addresses
+from socks5d.server.hostaddresses import access_rules
 from socks5d.server.limits import AuthThrottle, Slots
 from socks5d.server.listeners import Listeners
 from socks5d.server.live import Tunnels, describe_sessions, live_snapshot
@@ -148,16 +148,6 @@ class Server:
         if AuthMethod.USERNAME_PASSWORD in config.auth and users is None:
             raise ValueError("username/password authentication needs a user database")
         rules = config.rules
-        socks_rules = rules.socks
-        if rules.block_private_destinations:
-            socks_rules = (private_destinations_rule(own_addresses(config)), *socks_rules)
-        rule_set = RuleSet(
-            rules.client,
-            socks_rules,
-            client_default=rules.client_default,
-            socks_default=rules.socks_default,
-            groups=dict(rules.groups),
-        )
         authenticator = self._authenticator
         authenticator.users = users
         performance = config.performance
@@ -170,12 +160,11 @@ class Server:
             (self._udp_slots, limits.max_sessions, limits.max_udp_associations_per_client),
             (self._bind_slots, limits.max_sessions, limits.max_bind_listeners_per_client),
         ):
-            slots.total, slots.per_client = total, per_client
-            slots.set_prefixes(limits.client_prefix_v4, limits.client_prefix_v6)
+            slots.configure(total, per_client, limits.client_prefix_v4, limits.client_prefix_v6)
         self._throttle.reset(limits)
         self.services = Services(
             config=config,
-            rules=rule_set,
+            rules=access_rules(config),
             resolver=self._resolver,
             authenticator=authenticator,
             throttle=self._throttle,
