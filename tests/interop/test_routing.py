@@ -97,6 +97,19 @@ def test_connect_through_microsocks(
     assert record["reply"] == "succeeded"
 
 
+def test_connect_through_microsocks_with_a_login(
+    start_server, upstreams, tcp_echoes: dict[str, Endpoint]
+) -> None:
+    """RFC 1929 at the upstream: the credentials of the `via` URL."""
+    upstream = upstreams("microsocks", username="gw", password="s3cret")
+    url = f"socks5://gw:s3cret@{Endpoint(upstream.host, upstream.port).netloc}"
+    server = routed(start_server, {"via": [url]})
+    destination = tcp_echoes["127.0.0.1"]
+    assert echo(server, destination) == PAYLOAD
+    upstream.connected(destination.netloc)
+    assert server.wait_records(1)[0]["upstream"] == url.replace(":s3cret@", ":***@")
+
+
 def test_connect_through_dante_socks5_and_socks4(
     start_server, upstreams, tcp_echoes: dict[str, Endpoint]
 ) -> None:
