@@ -212,25 +212,25 @@ async def serve_bind(session: SessionContext, request: Request) -> None:
     """Listen, send the first reply, accept one peer, send the second reply, relay; or the
     same at the upstream a `[[route]]` names, its two replies passed on."""
     socks4 = isinstance(request, Socks4Request)
-    route = route_of(session, Command.BIND, request.destination)
-    if route is not None:
-        timeout = session.services.config.timeouts.connect
-        binding = await bind_routed(session, route, request.destination, timeout)
-        if binding is not None:
-            await _relay_routed(session, binding)
-            return
-    try:
-        peers = await expected_peers(session, request.destination)
-    except OSError as exc:
-        raise error_for_oserror(exc) from exc
-    address = _outward_address(session, peers, ipv4_only=socks4)
     client_ip = session.client_ip
     slots = session.services.bind_slots
-    refusal = slots.acquire(client_ip)
+    refusal = slots.acquire(client_ip)  # here or at an upstream: a listener on our behalf
     if refusal is not None:
         session.services.stats.limit_refusal("bind_listeners")
         raise Socks5Error(f"BIND listeners: {refusal}")
     try:
+        route = route_of(session, Command.BIND, request.destination)
+        if route is not None:
+            timeout = session.services.config.timeouts.connect
+            binding = await bind_routed(session, route, request.destination, timeout)
+            if binding is not None:
+                await _relay_routed(session, binding)
+                return
+        try:
+            peers = await expected_peers(session, request.destination)
+        except OSError as exc:
+            raise error_for_oserror(exc) from exc
+        address = _outward_address(session, peers, ipv4_only=socks4)
         await _bind_and_relay(session, address, peers, socks4)
     finally:
         slots.release(client_ip)

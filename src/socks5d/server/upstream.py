@@ -88,7 +88,7 @@ async def through_route(
             return None
         try:
             result = await attempt(upstream)
-        except BaseException as exc:
+        except Exception as exc:  # cancelled: the session ends, no word on the upstream
             if not is_handshake_failure(exc):
                 _worked(health, upstream, route)
                 raise
