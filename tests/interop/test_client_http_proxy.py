@@ -6,6 +6,8 @@ the proof that the request went through it.
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -124,27 +126,30 @@ def test_http_urls() -> None:
 def test_socks5d_connect_through_an_http_proxy_then_socks(
     start_tinyproxy: Callable[..., TinyproxyServer], socks_server, tcp_echoes: dict[str, Endpoint]
 ) -> None:
-    """The command line: `socks5d connect --proxy http://... --proxy socks5h://...`."""
+    """The command line: `socks5d connect --proxy http://... --proxy socks5h://...`. Its stdin
+    stays open until the echo is back: tinyproxy ends both directions at the client's EOF."""
     proxy = start_tinyproxy()
     destination = tcp_echoes["127.0.0.1"]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "socks5d",
-            "connect",
-            "--proxy",
-            proxy.url,
-            "--proxy",
-            socks_server.url("socks5h"),
-            destination.host,
-            str(destination.port),
-        ],
-        input=PAYLOAD,
-        capture_output=True,
-        timeout=CLIENT_TIMEOUT * 2,
-        check=False,
-    )
-    assert (done.returncode, done.stderr) == (0, b"")
-    assert done.stdout == PAYLOAD
+    command = [sys.executable, "-m", "socks5d", "connect", "--proxy", proxy.url]
+    command += ["--proxy", socks_server.url("socks5h"), destination.host, str(destination.port)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as program:
+        assert program.stdin is not None and program.stdout is not None
+        try:
+            program.stdin.write(PAYLOAD)
+            program.stdin.flush()
+            echoed = b""
+            while len(echoed) < len(PAYLOAD):
+                ready, _, _ = select.select([program.stdout], [], [], CLIENT_TIMEOUT)
+                assert ready, f"no echo in time: {echoed!r}"
+                chunk = os.read(program.stdout.fileno(), 65536)
+                assert chunk, f"the command ended early: {echoed!r}"
+                echoed += chunk
+            program.stdin.close()
+            assert program.wait(CLIENT_TIMEOUT) == 0
+        finally:
+            if program.poll() is None:
+                program.kill()
+    assert echoed == PAYLOAD
     proxy.requested(f"{socks_server.host}:{socks_server.port}")
