@@ -135,6 +135,7 @@ LAYERS = [
     "proxies",
     "relay",
     "rules",
+    "rules_index",
     "users",
     "gss",
     "net",

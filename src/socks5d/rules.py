@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from socks5d.names import BadDestinationName, canonical_name
 from socks5d.proto import Command
+from socks5d.rules_index import DestinationIndex, NetworkIndex
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -201,17 +202,6 @@ class Decision:
     rule: str | None
 
 
-def _in_networks(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    # ::ffff:a.b.c.d is a.b.c.d: IPv4 rules are not bypassed through the mapped spelling.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    # A /0 ("0/0") is everything, of either family.
-    return any(
-        net.prefixlen == 0 or (address.version == net.version and address in net)
-        for net in networks
-    )
-
-
 #: What an unspecified destination address of each IP version connects to: this host.
 _THIS_HOST: dict[int, IPAddress] = {
     4: ipaddress.IPv4Address("127.0.0.1"),
@@ -238,27 +228,34 @@ class RuleSet:
     ) -> None:
         self.client_rules = tuple(client_rules)
         self.socks_rules = tuple(socks_rules)
+        #: each rule's entry lists indexed (`rules_index`), in the rules' order
+        self._client_indexes = tuple(_RuleIndex(rule) for rule in self.client_rules)
+        self._socks_indexes = tuple(_RuleIndex(rule) for rule in self.socks_rules)
         self.client_default = client_default
         self.socks_default = socks_default
         self.groups = {name: frozenset(members) for name, members in (groups or {}).items()}
 
-    def _matches(self, rule: Rule, request: Request) -> bool:
+    def _matches(self, rule: Rule, index: _RuleIndex, request: Request) -> bool:
         if not request.has_destination and (
             rule.destinations is not None or rule.ports is not None
         ):
             # A UDP association is allowed when a pass rule could let some datagram through;
             # block rules with a destination act on the datagrams themselves.
-            return rule.action == "pass" and self._matches_apart_from_destination(rule, request)
+            return rule.action == "pass" and self._matches_apart_from_destination(
+                rule, index, request
+            )
         if rule.ports is not None and (
             request.port is None or not any(p.matches(request.port) for p in rule.ports)
         ):
             return False
-        return self._matches_apart_from_destination(rule, request) and (
-            rule.destinations is None or self._destination_matches(rule.destinations, request)
+        return self._matches_apart_from_destination(rule, index, request) and (
+            index.destinations is None or _destination_matches(index.destinations, request)
         )
 
-    def _matches_apart_from_destination(self, rule: Rule, request: Request) -> bool:
-        if rule.clients is not None and not _in_networks(request.client, rule.clients):
+    def _matches_apart_from_destination(
+        self, rule: Rule, index: _RuleIndex, request: Request
+    ) -> bool:
+        if index.clients is not None and not index.clients.contains(request.client):
             return False
         if rule.listeners is not None and not _listener_matches(rule.listeners, request.listener):
             return False
@@ -270,40 +267,52 @@ class RuleSet:
             return False
         return rule.commands is None or request.command in rule.commands
 
-    @staticmethod
-    def _destination_matches(entries: tuple[Destination, ...], request: Request) -> bool:
-        addresses: tuple[IPAddress, ...] = ()
-        if request.address is not None:
-            addresses = (request.address,)
-            if request.address.is_unspecified and request.command != Command.BIND:
-                # Connecting to 0.0.0.0 reaches 127.0.0.1, to :: reaches ::1 (Linux): each is
-                # matched as that loopback address too, so a rule that blocks loopback blocks
-                # it, and a pass rule passes exactly the address it reaches. (BIND's all-zeros
-                # DST.ADDR names no destination, but "any peer".)
-                addresses += (_THIS_HOST[request.address.version],)
-        for entry in entries:
-            if isinstance(entry, DomainPattern):
-                if request.name is not None and entry.matches(request.name):
-                    return True
-            elif entry.prefixlen == 0 and (request.name is not None or addresses):
-                return True  # 0/0: any destination at all, a name too
-            elif any(_in_networks(address, (entry,)) for address in addresses):
-                return True
-        return False
-
-    def _decide(self, rules: tuple[Rule, ...], default: str, request: Request) -> Decision:
-        for rule in rules:
-            if self._matches(rule, request):
+    def _decide(
+        self,
+        rules: tuple[Rule, ...],
+        indexes: tuple[_RuleIndex, ...],
+        default: str,
+        request: Request,
+    ) -> Decision:
+        for rule, index in zip(rules, indexes, strict=True):
+            if self._matches(rule, index, request):
                 return Decision(rule.action == "pass", rule.name)
         return Decision(default == "pass", None)
 
     def check_client(self, client: IPAddress, listener: str) -> Decision:
         """May `client` talk to the server on `listener` at all?"""
-        return self._decide(self.client_rules, self.client_default, Request(client, listener))
+        request = Request(client, listener)
+        return self._decide(self.client_rules, self._client_indexes, self.client_default, request)
 
     def check_request(self, request: Request) -> Decision:
         """May this request (or datagram, or incoming BIND peer) go through?"""
-        return self._decide(self.socks_rules, self.socks_default, request)
+        return self._decide(self.socks_rules, self._socks_indexes, self.socks_default, request)
+
+
+class _RuleIndex:
+    """A rule's `from` and `to` lists indexed (`rules_index`): the same answers as scanning
+    them, at a cost that does not grow with their length."""
+
+    __slots__ = ("clients", "destinations")
+
+    def __init__(self, rule: Rule) -> None:
+        self.clients = NetworkIndex(rule.clients) if rule.clients is not None else None
+        self.destinations = (
+            DestinationIndex(rule.destinations) if rule.destinations is not None else None
+        )
+
+
+def _destination_matches(index: DestinationIndex, request: Request) -> bool:
+    addresses: tuple[IPAddress, ...] = ()
+    if request.address is not None:
+        addresses = (request.address,)
+        if request.address.is_unspecified and request.command != Command.BIND:
+            # Connecting to 0.0.0.0 reaches 127.0.0.1, to :: reaches ::1 (Linux): each is
+            # matched as that loopback address too, so a rule that blocks loopback blocks it,
+            # and a pass rule passes exactly the address it reaches. (BIND's all-zeros
+            # DST.ADDR names no destination, but "any peer".)
+            addresses += (_THIS_HOST[request.address.version],)
+    return index.matches(request.name, addresses)
 
 
 def private_destinations_rule(own_addresses: Iterable[IPAddress] = ()) -> Rule:
