@@ -180,6 +180,10 @@ class Socks5d(Target):
     def client_options(self) -> dict[str, object]:
         return self._client_options
 
+    def with_config(self, name: str, extra: str) -> Socks5d:
+        """This configuration with `extra` appended to the benchmark's configuration file."""
+        return _ConfiguredSocks5d(f"{self.name}-{name}", self.flags, self._client_options, extra)
+
     def unavailable(self) -> str | None:
         accepted = serve_flags()
         if accepted is None:
@@ -200,6 +204,24 @@ class Socks5d(Target):
         command += ["--config", str(socks5d_config(workspace)), *self.flags]
         if userpass:
             command += ["--users", str(socks5d_users(workspace))]
+        return command
+
+
+class _ConfiguredSocks5d(Socks5d):
+    """A `Socks5d` whose configuration file has more in it (`Socks5d.with_config`)."""
+
+    def __init__(
+        self, name: str, flags: Sequence[str], client_options: dict[str, object], extra: str
+    ) -> None:
+        super().__init__(name, flags, client_options)
+        self.extra = extra
+
+    def command(self, port: int, workspace: Workspace, *, userpass: bool) -> list[str]:
+        config = workspace.directory / f"{self.name}.toml"
+        if not config.exists():
+            config.write_text(SOCKS5D_CONFIG + self.extra)
+        command = super().command(port, workspace, userpass=userpass)
+        command[command.index("--config") + 1] = str(config)
         return command
 
 
