@@ -1,7 +1,10 @@
-"""Costs that must stay flat as the work grows: the connection rate and the UDP datagram rate
-of socks5d with a `[[socks]]` block list of 0, 1,000 and 100,000 `to` entries (networks and
-domain patterns mixed, none of which the traffic meets), each against the rate without rules
-measured in the same repetition.
+"""Costs that must stay flat as the work grows, each against the same figure without the
+growth, measured in the same repetition:
+
+- `rules`: the connection and UDP datagram rates of socks5d with a `[[socks]]` block list of
+  0, 1,000 and 100,000 `to` entries (networks and domain patterns mixed, none of which the
+  traffic meets);
+- `held`: the connection rate and round-trip latency while 9,000 idle tunnels are held.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from bench.scenarios import (
     Settings,
     _attempt,
 )
-from bench.targets import Socks5d, Target
+from bench.targets import Running, Socks5d, Target
 
 #: Block-list sizes: full runs, smoke runs.
 RULE_SIZES = (0, 1_000, 100_000)
@@ -115,4 +118,88 @@ class RuleScale(Scenario):
                 outcome.figures[f"conn_ratio_{n}"] = conn / base_conn
             if n and base_udp and udp is not None:
                 outcome.figures[f"dgram_ratio_{n}"] = udp / base_udp
+        return outcome
+
+
+#: Idle tunnels held while the rates are measured again: as many as one process may hold under
+#: this machine's open-files cap (20,000: two descriptors a tunnel), and a smoke run's few.
+HELD_TUNNELS = 9_000
+SMOKE_HELD_TUNNELS = 50
+
+
+class HeldTunnels(Scenario):
+    name = "held"
+    title = "With tunnels held"
+    description = (
+        "socks5d's connection rate (64 clients, as connrate) and round-trip latency (as "
+        f"latency, unpinned), on an empty proxy and again while {HELD_TUNNELS:,} idle tunnels "
+        "are held open through it (as idle; 9,000 because one process may hold at most "
+        "about 10,000 under this machine's cap of 20,000 open files); each figure's ratio to "
+        "the empty proxy's in the same repetition. Other targets: n/a."
+    )
+
+    @staticmethod
+    def tunnels(settings: Settings) -> int:
+        return SMOKE_HELD_TUNNELS if settings.smoke else HELD_TUNNELS
+
+    def metrics(self, settings: Settings) -> list[Metric]:
+        return [
+            Metric("conn_per_s_empty", "conn/s, empty", "", True),
+            Metric("conn_per_s_held", "conn/s, held", "", True),
+            Metric("conn_ratio", "conn/s held ÷ empty", "", True, headline=True),
+            Metric("p50_us_empty", "p50, empty", "µs", False),
+            Metric("p50_us_held", "p50, held", "µs", False),
+            Metric("p50_ratio", "p50 held ÷ empty", "", False, headline=True),
+            Metric("held", "tunnels held", "", True, count=True),
+        ]
+
+    def run(self, context: Context, target: Target) -> Outcome:
+        if not isinstance(target, Socks5d):
+            return Outcome(not_applicable="measured for socks5d")
+        outcome = Outcome()
+        settings = context.settings
+        duration = settings.duration
+
+        def rates(running: Running, suffix: str) -> None:
+            rate = context.loadgen.run(
+                "connrate",
+                context.ports.echo,
+                running.address,
+                clients=CONNRATE_CLIENTS,
+                duration=duration,
+                time_limit=duration + RUN_MARGIN,
+            )
+            latency = context.loadgen.run(
+                "pingpong",
+                context.ports.echo,
+                running.address,
+                count=settings.latency_count,
+                duration=duration,
+                time_limit=duration + RUN_MARGIN,
+            )
+            running.check_alive()
+            outcome.figures[f"conn_per_s_{suffix}"] = rate["rate"]
+            outcome.figures[f"p50_us_{suffix}"] = latency["p50_us"]
+
+        def measure() -> None:
+            with target.start(context.workspace) as running:
+                rates(running, "empty")
+                with context.loadgen.hold_idle(
+                    context.ports.echo,
+                    running.address,
+                    tunnels=self.tunnels(settings),
+                    timeout=settings.idle_timeout,
+                ) as held:
+                    outcome.figures["held"] = held["held"]
+                    rates(running, "held")
+
+        _attempt(outcome, "held", measure)
+        figures = outcome.figures
+        for ratio, held, empty in (
+            ("conn_ratio", "conn_per_s_held", "conn_per_s_empty"),
+            ("p50_ratio", "p50_us_held", "p50_us_empty"),
+        ):
+            base, value = figures.get(empty), figures.get(held)
+            if base and value is not None:
+                figures[ratio] = value / base
         return outcome
