@@ -119,6 +119,19 @@ def test_a_flood_of_wrong_logins_neither_delays_a_cached_login_nor_outlives_its_
     assert QUEUE_FULL in {record["outcome"] for record in records}
 
 
+def wait_until_pool_idle(running: RunningServer) -> None:
+    """Poll the pool on the server's own loop until no job runs: a job that ended on its thread
+    holds its place until the loop has heard of it."""
+
+    async def idle() -> None:
+        async with asyncio.timeout(START_TIMEOUT):
+            while running.server.hash_pool.running:
+                await asyncio.sleep(0.01)
+
+    assert running._loop is not None
+    asyncio.run_coroutine_threadsafe(idle(), running._loop).result(START_TIMEOUT)
+
+
 def occupy_pool(running: RunningServer) -> Callable[[], None]:
     """Run a job that blocks on the server's hash pool; returns the function that ends it."""
     gate = threading.Event()
@@ -168,6 +181,7 @@ def test_a_full_queue_refuses_at_once_and_the_refusal_is_no_failed_login(
         release()
     outcomes = [record["outcome"] for record in server.wait_records(5)]
     assert outcomes == [QUEUE_FULL] * 5
+    wait_until_pool_idle(server)  # else this login may find the thread still taken
     # Five refusals from 127.0.0.1 and no block: they were no wrong passwords.
     assert log_in(server, "alice", "secret") == LOGIN_SUCCESS
 
