@@ -17,22 +17,9 @@ from socks5d.proto import NEED_DATA, Address, ConnectionClosed, DomainName
 from socks5d.proto.events import HttpResponse
 from socks5d.proto.http_connect import MAX_HEAD, HttpConnectParser, encode_connect
 
-from .three_ways import assert_decodes_three_ways, assert_rejects_three_ways
+from .three_ways import assert_decodes_three_ways, assert_rejects_three_ways, connection
 
-
-class ParserReader:
-    def __init__(self) -> None:
-        self.parser = HttpConnectParser()
-
-    def feed(self, data: bytes) -> None:
-        self.parser.receive_data(data)
-
-    def read(self) -> Any:
-        event = self.parser.next_event()
-        return None if event is NEED_DATA else event
-
-    def leftover(self) -> bytes:
-        return self.parser.trailing_data
+ParserReader = connection(HttpConnectParser)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from socks5d.proto.proxy_protocol import (
     starts_like_header,
 )
 
-from .three_ways import assert_decodes_three_ways, assert_rejects_three_ways
+from .three_ways import assert_decodes_three_ways, assert_rejects_three_ways, connection
 
 CLIENT4 = Address(ipaddress.IPv4Address("192.0.2.10"), 50123)
 BALANCER4 = Address(ipaddress.IPv4Address("198.51.100.1"), 1080)
@@ -33,21 +33,7 @@ CLIENT6 = Address(ipaddress.IPv6Address("2001:db8::10"), 50123)
 BALANCER6 = Address(ipaddress.IPv6Address("2001:db8::1"), 1080)
 
 
-class ParserReader:
-    """`ProxyHeaderParser` as a three-ways reader."""
-
-    def __init__(self) -> None:
-        self.parser = ProxyHeaderParser()
-
-    def feed(self, data: bytes) -> None:
-        self.parser.receive_data(data)
-
-    def read(self) -> Any:
-        event = self.parser.next_event()
-        return None if event is NEED_DATA else event
-
-    def leftover(self) -> bytes:
-        return self.parser.trailing_data
+ParserReader = connection(ProxyHeaderParser)
 
 
 def v2(command: int, family: int, block: bytes) -> bytes:

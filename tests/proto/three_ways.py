@@ -19,7 +19,6 @@ import pytest
 from socks5d.errors import Socks5Error
 from socks5d.proto import NEED_DATA
 from socks5d.proto.buffer import Cursor, ReceiveBuffer
-from socks5d.proto.connection import Connection
 
 #: Bytes that follow a message: the start of another greeting, then relay payload.
 TRAILER = bytes([0x05, 0x01, 0x00]) + b"GET / HTTP/1.1\r\n"
@@ -57,10 +56,23 @@ class DecoderReader:
         return self._buffer.take_all()
 
 
-class ConnectionReader:
-    """A state machine already brought to the state in which it reads the message."""
+class Parser(Protocol):
+    """Bytes in, events out: a `Connection`, or a one-message parser (`ProxyHeaderParser`,
+    `HttpConnectParser`)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self) -> Any: ...
+
+    @property
+    def trailing_data(self) -> bytes: ...
+
+
+class ConnectionReader:
+    """A state machine (or parser) already brought to the state in which it reads the
+    message."""
+
+    def __init__(self, connection: Parser) -> None:
         self.connection = connection
 
     def feed(self, data: bytes) -> None:
@@ -79,8 +91,9 @@ def decoder(decode: Callable[[Cursor], Any]) -> Callable[[], Reader]:
     return lambda: DecoderReader(decode)
 
 
-def connection(make: Callable[[], Connection]) -> Callable[[], Reader]:
-    """Reader factory for a state machine; `make` returns it in the reading state."""
+def connection(make: Callable[[], Parser]) -> Callable[[], Reader]:
+    """Reader factory for a state machine or parser; `make` returns it in the reading
+    state."""
     return lambda: ConnectionReader(make())
 
 

@@ -15,7 +15,9 @@ import ipaddress
 import logging
 import random
 import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from socks5d.client import aio
 from socks5d.errors import NotAllowed, Socks5Error, TTLExpired, error_for_oserror
@@ -25,6 +27,8 @@ from socks5d.server.context import Request, SessionContext, describe_block
 from socks5d.server.upstream import bind_routed, route_of
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: Connections queued while a wrong peer is being turned away.
@@ -171,20 +175,28 @@ async def wait_for_peer(
     """
     waiting = _Waiting()
     try:
-        return await _wait(session, listener, peers, strict, waiting)
+        return await _until_peer(
+            session,
+            _accept_expected(session, listener, peers, strict, waiting),
+            lambda late: late[0].close(),
+        )
     finally:
         if waiting.turned_away_by is not None:
             session.record["rule"] = waiting.turned_away_by
 
 
-async def _wait(
-    session: SessionContext,
-    listener: socket.socket,
-    peers: set[IPAddress],
-    strict: bool,
-    waiting: _Waiting,
-) -> tuple[socket.socket, Address]:
-    accepting = asyncio.create_task(_accept_expected(session, listener, peers, strict, waiting))
+async def _until_peer(
+    session: SessionContext, arrival: Coroutine[Any, Any, T], discard: Callable[[T], None]
+) -> T:
+    """`arrival` (the peer connecting, here or at an upstream), raced against the client
+    closing its control connection and against `bind.timeout`; what arrives too late is
+    `discard`ed.
+
+    Raises:
+        Socks5Error: the arrival's failure mapped to its reply; the client left; TTLExpired,
+            the only reply code that speaks of time running out.
+    """
+    accepting = asyncio.create_task(arrival)
     watching = asyncio.create_task(session.watch_control(keep=True))
     timeout = session.services.config.bind.timeout
     try:
@@ -200,11 +212,10 @@ async def _wait(
         if exc is not None:
             raise error_for_oserror(exc) from exc
         return accepting.result()
-    if isinstance(results[0], tuple):  # accepted while being cancelled: not wanted any more
-        results[0][0].close()
+    if not isinstance(results[0], BaseException):  # arrived while being cancelled: too late
+        discard(results[0])
     if watching in done:
         raise Socks5Error("client closed the control connection during BIND")
-    # The only reply code that speaks of time running out.
     raise TTLExpired(f"BIND: no connection within {timeout:g} s")
 
 
@@ -241,22 +252,7 @@ async def _relay_routed(session: SessionContext, binding: aio.Binding) -> None:
     the `[[socks]]` rules judge as a local BIND's), then the relay."""
     try:
         await session.reply(Reply.SUCCEEDED, binding.address)
-        waiting = asyncio.create_task(binding.accept_socket())
-        watching = asyncio.create_task(session.watch_control(keep=True))
-        timeout = session.services.config.bind.timeout
-        try:
-            done, _ = await asyncio.wait(
-                {waiting, watching}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (waiting, watching):
-                task.cancel()
-            await asyncio.gather(waiting, watching, return_exceptions=True)
-        if watching in done:
-            raise Socks5Error("client closed the control connection during BIND")
-        if waiting not in done:
-            raise TTLExpired(f"BIND: no connection within {timeout:g} s")
-        incoming = waiting.result()
+        incoming = await _until_peer(session, binding.accept_socket(), socket.socket.close)
     except BaseException:
         binding.close()
         raise
