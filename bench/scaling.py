@@ -20,6 +20,8 @@ from bench.scenarios import (
     Scenario,
     Settings,
     _attempt,
+    connrate,
+    udp_rate,
 )
 from bench.targets import Running, Socks5d, Target
 
@@ -81,23 +83,8 @@ class RuleScale(Scenario):
             def measure(n: int = n) -> None:
                 variant = target.with_config(f"rules{n}", block_list(n))
                 with variant.start(context.workspace) as running:
-                    rate = context.loadgen.run(
-                        "connrate",
-                        context.ports.echo,
-                        running.address,
-                        clients=CONNRATE_CLIENTS,
-                        duration=duration,
-                        time_limit=duration + RUN_MARGIN,
-                    )
-                    udp = context.loadgen.run(
-                        "udp",
-                        context.ports.udp,
-                        running.address,
-                        window=UDP_WINDOW,
-                        size=UDP_SIZE,
-                        duration=duration,
-                        time_limit=duration + RUN_MARGIN,
-                    )
+                    rate = connrate(context, running, False, CONNRATE_CLIENTS, duration)
+                    udp = udp_rate(context, running, duration)
                     running.check_alive()
                 outcome.figures[f"conn_per_s_{n}"] = rate["rate"]
                 outcome.figures[f"dgram_per_s_{n}"] = udp["rate"]
@@ -161,14 +148,7 @@ class HeldTunnels(Scenario):
         duration = settings.duration
 
         def rates(running: Running, suffix: str) -> None:
-            rate = context.loadgen.run(
-                "connrate",
-                context.ports.echo,
-                running.address,
-                clients=CONNRATE_CLIENTS,
-                duration=duration,
-                time_limit=duration + RUN_MARGIN,
-            )
+            rate = connrate(context, running, False, CONNRATE_CLIENTS, duration)
             latency = context.loadgen.run(
                 "pingpong",
                 context.ports.echo,

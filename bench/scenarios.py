@@ -203,8 +203,8 @@ class ConnectionRate(Scenario):
             duration = context.settings.duration
             with target.start(context.workspace, userpass=userpass) as running:
                 warmup = min(CONNRATE_WARMUP, duration)
-                self._connrate(context, running, userpass, clients=1, duration=warmup)
-                figures = self._connrate(context, running, userpass, CONNRATE_CLIENTS, duration)
+                connrate(context, running, userpass, clients=1, duration=warmup)
+                figures = connrate(context, running, userpass, CONNRATE_CLIENTS, duration)
                 running.check_alive()
             outcome.figures[f"{prefix}conn_per_s"] = figures["rate"]
             outcome.figures[f"{prefix}p50_ms"] = figures["p50_ms"]
@@ -224,20 +224,36 @@ class ConnectionRate(Scenario):
                 outcome.figures["userpass_ratio"] = userpass / plain
         return outcome
 
-    @staticmethod
-    def _connrate(
-        context: Context, running: Running, userpass: bool, clients: int, duration: float
-    ) -> Figures:
-        return context.loadgen.run(
-            "connrate",
-            context.ports.echo,
-            running.address,
-            credentials=(USERNAME, PASSWORD) if userpass else None,
-            clients=clients,
-            duration=duration,
-            time_limit=duration + RUN_MARGIN,
-            client_options=running.client_options,
-        )
+
+def connrate(
+    context: Context, running: Running, userpass: bool, clients: int, duration: float
+) -> Figures:
+    """The load generator's connrate loop against `running` (the connrate and scaling
+    scenarios)."""
+    return context.loadgen.run(
+        "connrate",
+        context.ports.echo,
+        running.address,
+        credentials=(USERNAME, PASSWORD) if userpass else None,
+        clients=clients,
+        duration=duration,
+        time_limit=duration + RUN_MARGIN,
+        client_options=running.client_options,
+    )
+
+
+def udp_rate(context: Context, running: Running, duration: float) -> Figures:
+    """The load generator's udp loop against `running` (the udp and scaling scenarios)."""
+    return context.loadgen.run(
+        "udp",
+        context.ports.udp,
+        running.address,
+        window=UDP_WINDOW,
+        size=UDP_SIZE,
+        duration=duration,
+        time_limit=duration + RUN_MARGIN,
+        client_options=running.client_options,
+    )
 
 
 class Latency(Scenario):
@@ -385,16 +401,7 @@ class Udp(Scenario):
 
         def measure() -> None:
             with target.start(context.workspace) as running:
-                figures = context.loadgen.run(
-                    "udp",
-                    context.ports.udp,
-                    running.address,
-                    window=UDP_WINDOW,
-                    size=UDP_SIZE,
-                    duration=duration,
-                    time_limit=duration + RUN_MARGIN,
-                    client_options=running.client_options,
-                )
+                figures = udp_rate(context, running, duration)
                 running.check_alive()
             outcome.figures["dgram_per_s"] = figures["rate"]
             outcome.figures["lost"] = figures["lost"]
