@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import socket
-import weakref
 from types import TracebackType
 from typing import Any
 
+from socks5d.client.bridges import bridge
 from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.route import (
     BindingBase,
@@ -47,8 +46,6 @@ from socks5d.gss import Protection
 from socks5d.net import connect_first, lookup
 from socks5d.proto import Address, Command, Event, UdpDatagram
 from socks5d.proxies import Proxy, ProxyLike, as_chain
-from socks5d.relay import RelayResult, Tunnel
-from socks5d.relay.protected import ProtectedEngine
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -99,7 +96,7 @@ async def _drive(
         elif isinstance(step, NextHop):
             if deadline is not None:
                 deadline.reschedule(loop.time() + timeout)
-            at.enter(step, _bridge)
+            at.enter(step, bridge)
         elif step is READ:
             stepper.answer = await _read_event(at.connected, at.link)
         else:
@@ -123,55 +120,12 @@ async def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination(proxy, host, port, targets)
 
 
-#: Bridges to protected proxies, kept until they end, by event loop.
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[Tunnel]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def end_bridges() -> None:
-    """End the protection bridges of this event loop (`_bridge`) and wait until they have:
-    for a program that ends, a server closing its routed sessions."""
-    bridges = list(_bridges.get(asyncio.get_running_loop(), ()))
-    for bridge in bridges:
-        bridge.abort()
-    await asyncio.gather(*(bridge.wait() for bridge in bridges))
-
-
-def _bridge(sock: socket.socket, link: Link) -> socket.socket:
-    """A local socket standing for the protected connection `sock`: what is written to it is
-    wrapped on its way to the proxy, what the proxy sends is unwrapped (RFC 1961 §5). The
-    bridge (the relay's protected engine) runs until both sides are done.
-    """
-    assert link.protection is not None
-    mine, theirs = socket.socketpair()
-    for end in (mine, theirs):
-        end.setblocking(False)
-
-    bridges = _bridges.setdefault(asyncio.get_running_loop(), set())
-
-    def done(_result: RelayResult) -> None:
-        bridges.discard(tunnel)
-        sock.close()
-        theirs.close()
-
-    tunnel = ProtectedEngine(link.protection).start(
-        sock,
-        theirs,
-        idle_timeout=math.inf,
-        early_data=link.connection.trailing_data,
-        done=done,
-    )
-    bridges.add(tunnel)
-    return mine
-
-
 async def _through_chain(
     chain: list[Proxy], command: Command, host: str, port: int, timeout: float
 ) -> tuple[socket.socket, Link, Address]:
     """Walk `chain` (`route.walk`), connecting to the first proxy and each handshake within
     `timeout` seconds. Returns the socket, the last handshake's link and the (first) reply's
-    address. A hop with per-message protection carries the next hops inside it (`_bridge`).
+    address. A hop with per-message protection carries the next hops inside it (`bridges.bridge`).
     """
     at = Position()
     try:
@@ -204,7 +158,7 @@ async def connect(
         OSError: the first proxy cannot be reached.
     """
     sock, link, _ = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
-    return sock if link.protection is None else _bridge(sock, link)
+    return sock if link.protection is None else bridge(sock, link)
 
 
 async def tunnel(
@@ -213,7 +167,7 @@ async def tunnel(
     """As `connect`, and the last proxy's BND.ADDR/BND.PORT (its outbound end, when it says;
     the unspecified address from an HTTP proxy)."""
     sock, link, bound = await _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
-    return (sock if link.protection is None else _bridge(sock, link)), bound
+    return (sock if link.protection is None else bridge(sock, link)), bound
 
 
 async def open_connection(
@@ -251,7 +205,7 @@ class Binding(BindingBase):
         except BaseException:
             self.close()
             raise
-        return self._connected(_bridge)
+        return self._connected(bridge)
 
     async def accept(
         self, timeout: float | None = None

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from socks5d.client import aio
+from socks5d.client.bridges import end_bridges
 from socks5d.config import ListenAddress, ServerConfig, open_proxy_refusal
 from socks5d.constants import AuthMethod
 from socks5d.errors import ConfigError
@@ -413,7 +413,7 @@ class Server:
         for tunnel in tunnels:
             tunnel.abort()
         await asyncio.gather(*(tunnel.wait() for tunnel in tunnels))
-        await aio.end_bridges()  # routed through a protected upstream (GSS-API)
+        await end_bridges()  # routed through a protected upstream (GSS-API)
 
     async def __aenter__(self) -> Server:
         await self.start()
