@@ -6,9 +6,7 @@ request crossed it; our access record names the route and the upstream used.
 
 from __future__ import annotations
 
-import json
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,16 +19,15 @@ from socks5d.client import aio, sync
 from socks5d.errors import CommandNotSupported, ConnectionRefused, HostUnreachable, NotAllowed
 from socks5d.proto import Address
 
-from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl, run_tool, socksify_env
+from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl
 from .proxies import (
     Crossing,
     DanteServer,
     MicrosocksServer,
     Socks5dUnderTest,
     TinyproxyServer,
-    write_socksify_conf,
 )
-from .test_socksify_udp_bind import UDP_CLIENT
+from .test_socksify_udp_bind import socksify_udp_round_trips
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -365,14 +362,7 @@ def test_socksify_udp_through_a_routed_server_and_dante(
     dante = upstreams("dante")
     server = routed(start_server, {"via": [url_of(dante)]})
     echo = udp_echoes["127.0.0.1"]
-    conf = write_socksify_conf(tmp_path / "socks.conf", Socks5dUnderTest(server))
-    messages = ["first datagram", "second, a little longer, datagram"]
-    command = [sys.executable, str(UDP_CLIENT), echo.host, str(echo.port), *messages]
-    result = run_tool(["socksify", *command], env=socksify_env(conf))
-    assert result.returncode == 0, result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    assert answers == [{"data": text, "from": [echo.host, echo.port]} for text in messages]
-    payload = sum(len(text) for text in messages)
+    payload = socksify_udp_round_trips(Socks5dUnderTest(server), echo, tmp_path / "socks.conf")
     assert dante.udp_relayed(echo) == Crossing(bytes_up=payload, bytes_down=payload)
 
 

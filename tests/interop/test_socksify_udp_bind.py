@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import TOOL_TIMEOUT, Endpoint, clean_env, run_tool, socksify_env
-from .proxies import Crossing, write_socksify_conf
+from .proxies import Crossing, ProxyUnderTest, write_socksify_conf
 
 PROGRAMS = Path(__file__).parent / "programs"
 UDP_CLIENT = PROGRAMS / "udp_echo_client.py"
@@ -29,9 +29,10 @@ BIND_SERVER = PROGRAMS / "bind_accept.py"
 PEER_PAYLOAD = b"hello from the peer that connected to the BIND address\n"
 
 
-def test_socksify_carries_a_udp_program_over_udp_associate(proxy, udp_echoes, tmp_path) -> None:
-    echo = udp_echoes["127.0.0.1"]
-    conf = write_socksify_conf(tmp_path / "socks.conf", proxy)
+def socksify_udp_round_trips(proxy: ProxyUnderTest, echo: Endpoint, conf_path: Path) -> int:
+    """Run the UDP program under socksify through `proxy` to `echo`; check that every answer
+    came back as from the echo server itself; return the payload bytes each way."""
+    conf = write_socksify_conf(conf_path, proxy)
     messages = ["first datagram", "second, a little longer, datagram"]
     command = [sys.executable, str(UDP_CLIENT), echo.host, str(echo.port), *messages]
     result = run_tool(["socksify", *command], env=socksify_env(conf))
@@ -39,7 +40,12 @@ def test_socksify_carries_a_udp_program_over_udp_associate(proxy, udp_echoes, tm
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     # The relay unwraps the answers: the program sees them come from the echo server itself.
     assert answers == [{"data": text, "from": [echo.host, echo.port]} for text in messages]
-    payload = sum(len(text) for text in messages)
+    return sum(len(text) for text in messages)
+
+
+def test_socksify_carries_a_udp_program_over_udp_associate(proxy, udp_echoes, tmp_path) -> None:
+    echo = udp_echoes["127.0.0.1"]
+    payload = socksify_udp_round_trips(proxy, echo, tmp_path / "socks.conf")
     assert proxy.udp_relayed(echo) == Crossing(bytes_up=payload, bytes_down=payload)
 
 
