@@ -226,7 +226,10 @@ class Session:
         while True:
             if self.protection is not None:
                 self.protection.check()  # a bad token after the ones already delivered
-            data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
+            try:  # the bytes are usually there already: no readiness wait, no registration
+                data = self.client.recv(HANDSHAKE_READ_SIZE)
+            except BlockingIOError:
+                data = await loop.sock_recv(self.client, HANDSHAKE_READ_SIZE)
             if self.protection is None:
                 return data
             plaintext = self.protection.open(data)
@@ -364,6 +367,9 @@ class Session:
             raise
 
     def _relayed(self, result: RelayResult) -> None:
+        # The tunnel called back through a reference to us: let go of it, so that no cycle
+        # is left and both are freed now, not by a pass of the garbage collector.
+        self.tunnel = None
         self.counts = result
         self.record["bytes_up"] = result.bytes_up
         self.record["bytes_down"] = result.bytes_down
