@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from socks5d.server.logwriter import BatchedHandler
+
 ACCESS_LOGGER = "socks5d.access"
 _ACCESS_LOG = logging.getLogger(ACCESS_LOGGER)
 
@@ -144,7 +146,7 @@ class JsonFormatter(logging.Formatter):
 
 
 #: Where `configure_logging` sends the lines when that is a file: its path and handler.
-_log_file: tuple[Path, logging.StreamHandler[TextIO]] | None = None
+_log_file: tuple[Path, BatchedHandler] | None = None
 
 
 def _open_log_file(path: Path) -> TextIO:
@@ -177,10 +179,12 @@ def configure_logging(log_format: str, level: str = "info", log_file: Path | Non
     logging.logProcesses = False
     logging.logMultiprocessing = False
     stream = _open_log_file(log_file) if log_file is not None else sys.stderr
-    handler = logging.StreamHandler(stream)
+    handler = BatchedHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("socks5d")
-    if _log_file is not None:  # configured again: the file opened before is done with
+    for old in root.handlers:  # configured again: what the old handlers kept goes out first
+        old.flush()
+    if _log_file is not None:  # the file opened before is done with
         _log_file[1].close()
         _log_file[1].stream.close()
     _log_file = (log_file, handler) if log_file is not None else None

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from socks5d.errors import ConfigError
+from socks5d.server.logwriter import flush_logging
 from socks5d.server.notify import Notifier, parse_message
 from socks5d.server.notifyrelay import NotifyRelay
 from socks5d.server.runtime import HANDLED_SIGNALS, STARTUP_SECONDS
@@ -296,6 +297,7 @@ class Supervisor:
         except BaseException:
             traceback.print_exc()
         finally:
+            flush_logging()  # what the log handlers kept: os._exit skips logging's shutdown
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
