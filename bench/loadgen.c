@@ -28,11 +28,14 @@
  *   loadgen pingpong  --dest A --count N --duration S
  *   loadgen idle      --dest A --tunnels N --concurrency K --timeout S
  *   loadgen udp       --dest A --window W --size B --duration S
+ *   loadgen associations --dest A --tunnels N --timeout S
+ *       opens N UDP associations, each proven by one datagram echoed back, holds them idle
+ *       until stdin closes, then prints how many the proxy kept.
  *       Common options: --proxy HOST:PORT (SOCKS5; without it the client connects straight to
  *       --dest), --user NAME --password WORD (RFC 1929 sub-negotiation), --proxy-protocol 2
  *       (each connection to the proxy begins with a PROXY protocol v2 header, sent with the
  *       greeting in one segment, as from a load balancer). Each prints one JSON
- *       line on stdout; idle prints a second line after its stdin closes.
+ *       line on stdout; idle and associations print a second line after stdin closes.
  *
  * SOCKS5 as spoken here: RFC 1928 greeting offering one method, RFC 1929 username/password
  * when asked, CONNECT or UDP ASSOCIATE with an IPv4 DST.ADDR; the reply is read as
@@ -48,6 +51,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -149,7 +153,8 @@ static void fail(const char *what)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: loadgen server | bulk | connrate | pingpong | idle | udp [options]\n"
+    fprintf(stderr, "usage: loadgen server | bulk | connrate | pingpong | idle | udp | associations\n"
+                    "       [options]\n"
                     "       (see the comment at the top of bench/loadgen.c)\n");
     exit(2);
 }
@@ -829,26 +834,34 @@ static int run_pingpong(const struct options *o)
     return 0;
 }
 
-static int run_udp(const struct options *o)
+/* A UDP socket on 127.0.0.1 connected to where its datagrams go (the proxy's relay, or the
+ * destination without a proxy), the RFC 1928 header for the destination in `packet`; returns
+ * the control connection (-1 without a proxy), or fails with `why` (-2). */
+static int udp_open(const struct options *o, int *udp_out, uint8_t *packet, size_t *header,
+                    const char **why)
 {
     int udp = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in local = {.sin_family = AF_INET};
     socklen_t length = sizeof local;
     inet_pton(AF_INET, "127.0.0.1", &local.sin_addr);
+    *why = "udp socket";
     if (udp < 0 || bind(udp, (struct sockaddr *)&local, sizeof local) < 0 ||
-        getsockname(udp, (struct sockaddr *)&local, &length) < 0)
-        fail("udp socket");
+        getsockname(udp, (struct sockaddr *)&local, &length) < 0) {
+        if (udp >= 0)
+            close(udp);
+        return -2;
+    }
     int control = -1;
     struct sockaddr_in peer = o->dest;
-    size_t header = 0;
-    uint8_t packet[CHUNK];
+    *header = 0;
     if (o->have_proxy) {
         /* RFC 1928 section 6: DST.ADDR/DST.PORT of UDP ASSOCIATE name where datagrams
          * will come from. */
-        const char *why = "";
-        control = socks_open(o, COMMAND_UDP_ASSOCIATE, &local, &peer, &why);
-        if (control < 0)
-            fail(why);
+        control = socks_open(o, COMMAND_UDP_ASSOCIATE, &local, &peer, why);
+        if (control < 0) {
+            close(udp);
+            return -2;
+        }
         if (peer.sin_addr.s_addr == htonl(INADDR_ANY))
             peer.sin_addr = o->proxy.sin_addr;
         /* RFC 1928 section 7: RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA */
@@ -856,10 +869,84 @@ static int run_udp(const struct options *o)
         packet[3] = ATYP_IPV4;
         memcpy(packet + 4, &o->dest.sin_addr, 4);
         memcpy(packet + 8, &o->dest.sin_port, 2);
-        header = 10;
+        *header = 10;
     }
-    if (connect(udp, (struct sockaddr *)&peer, sizeof peer) < 0)
-        fail("udp connect");
+    *why = "udp connect";
+    if (connect(udp, (struct sockaddr *)&peer, sizeof peer) < 0) {
+        if (control >= 0)
+            close(control);
+        close(udp);
+        return -2;
+    }
+    *udp_out = udp;
+    return control;
+}
+
+/* Open `tunnels` UDP associations, each proven by one datagram echoed back, and hold them
+ * idle until standard input closes: the load the `udp` mode then meets beside them. */
+static int run_associations(const struct options *o)
+{
+    int *fds = calloc((size_t)o->tunnels * 2, sizeof *fds);
+    uint8_t packet[CHUNK];
+    long held = 0, failed = 0;
+    double start = now();
+    if (fds == NULL)
+        fail("setup");
+    for (int i = 0; i < o->tunnels && now() < start + o->timeout; ++i) {
+        const char *why = "";
+        size_t header = 0;
+        int udp = -1, control = udp_open(o, &udp, packet, &header, &why);
+        if (control == -2) {
+            ++failed;
+            continue;
+        }
+        memset(packet + header, 'a', 8);
+        struct pollfd ready = {.fd = udp, .events = POLLIN};
+        if (send(udp, packet, header + 8, 0) != (ssize_t)(header + 8) ||
+            poll(&ready, 1, 2000) != 1 || recv(udp, scratch, sizeof scratch, 0) != (ssize_t)(header + 8)) {
+            ++failed;
+            close(udp);
+            if (control >= 0)
+                close(control);
+            continue;
+        }
+        fds[2 * held] = udp;
+        fds[2 * held + 1] = control;
+        ++held;
+    }
+    printf("{\"mode\":\"associations\",\"tunnels\":%d,\"held\":%ld,\"failed\":%ld,"
+           "\"seconds\":%.6f}\n",
+           o->tunnels, held, failed, now() - start);
+    fflush(stdout);
+    /* Hold until standard input closes (bounded as the idle mode is). */
+    struct pollfd input = {.fd = STDIN_FILENO, .events = POLLIN};
+    double hold_deadline = now() + o->timeout + 3600.0;
+    while (now() < hold_deadline) {
+        if (poll(&input, 1, 1000) == 1 && read(STDIN_FILENO, scratch, sizeof scratch) <= 0)
+            break;
+    }
+    long still_open = 0;
+    for (long i = 0; i < held; ++i) {
+        struct pollfd control = {.fd = fds[2 * i + 1], .events = POLLIN};
+        if (fds[2 * i + 1] < 0 || poll(&control, 1, 0) == 0)
+            ++still_open; /* no EOF from the proxy: the association was kept */
+        close(fds[2 * i]);
+        if (fds[2 * i + 1] >= 0)
+            close(fds[2 * i + 1]);
+    }
+    printf("{\"still_open\":%ld}\n", still_open);
+    free(fds);
+    return 0;
+}
+
+static int run_udp(const struct options *o)
+{
+    uint8_t packet[CHUNK];
+    size_t header = 0;
+    const char *why = "";
+    int udp = -1, control = udp_open(o, &udp, packet, &header, &why);
+    if (control == -2)
+        fail(why);
     memset(packet + header, 'u', (size_t)o->size);
     size_t datagram = header + (size_t)o->size;
     set_nonblocking(udp);
@@ -1283,5 +1370,7 @@ int main(int argc, char **argv)
         return run_idle(&o);
     if (strcmp(mode, "udp") == 0)
         return run_udp(&o);
+    if (strcmp(mode, "associations") == 0)
+        return run_associations(&o);
     usage();
 }

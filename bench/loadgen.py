@@ -120,11 +120,13 @@ class Loadgen:
         tunnels: int,
         timeout: float,
         client_options: Mapping[str, object] | None = None,
+        mode: str = "idle",
     ) -> Iterator[Figures]:
-        """Open `tunnels` tunnels and hold them for the block; yields the ready figures
-        (held, failed, seconds) and adds `still_open` once the holder has let go.
+        """Open `tunnels` tunnels (or, `mode="associations"`, UDP associations) and hold them
+        for the block; yields the ready figures (held, failed, seconds) and adds `still_open`
+        once the holder has let go.
         """
-        command = self._command("idle", destination, proxy, None)
+        command = self._command(mode, destination, proxy, None)
         command += ["--tunnels", str(tunnels), "--timeout", str(timeout)]
         for name, value in (client_options or {}).items():
             command += [f"--{name}", str(value)]

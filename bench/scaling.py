@@ -4,7 +4,8 @@ growth, measured in the same repetition:
 - `rules`: the connection and UDP datagram rates of socks5d with a `[[socks]]` block list of
   0, 1,000 and 100,000 `to` entries (networks and domain patterns mixed, none of which the
   traffic meets);
-- `held`: the connection rate and round-trip latency while 9,000 idle tunnels are held.
+- `held`: the connection rate and round-trip latency while 9,000 idle tunnels are held;
+- `associations`: the UDP datagram rate while 1,000 other UDP associations are open.
 """
 
 from __future__ import annotations
@@ -182,4 +183,68 @@ class HeldTunnels(Scenario):
             base, value = figures.get(empty), figures.get(held)
             if base and value is not None:
                 figures[ratio] = value / base
+        return outcome
+
+
+#: Open UDP associations beside the measured one: full runs, smoke runs.
+HELD_ASSOCIATIONS = 1_000
+SMOKE_HELD_ASSOCIATIONS = 20
+
+
+class HeldAssociations(Scenario):
+    name = "associations"
+    title = "With UDP associations open"
+    description = (
+        f"socks5d's UDP datagram rate ({UDP_SIZE}-byte datagrams, {UDP_WINDOW} in flight, as "
+        "udp) through one association, on an otherwise empty proxy and again while "
+        f"{HELD_ASSOCIATIONS:,} other associations are open (each proven by one datagram "
+        "echoed back, then idle); the rate's ratio to the empty proxy's in the same "
+        "repetition. Other targets: n/a."
+    )
+
+    @staticmethod
+    def associations(settings: Settings) -> int:
+        return SMOKE_HELD_ASSOCIATIONS if settings.smoke else HELD_ASSOCIATIONS
+
+    def metrics(self, settings: Settings) -> list[Metric]:
+        return [
+            Metric("dgram_per_s_one", "datagrams/s, one association", "", True),
+            Metric("dgram_per_s_held", "datagrams/s, beside the others", "", True),
+            Metric("dgram_ratio", "datagrams/s held ÷ one", "", True, headline=True),
+            Metric("held", "associations open", "", True, count=True),
+        ]
+
+    def run(self, context: Context, target: Target) -> Outcome:
+        if not isinstance(target, Socks5d):
+            return Outcome(not_applicable="measured for socks5d")
+        outcome = Outcome()
+        settings = context.settings
+
+        def rate(running: Running, suffix: str) -> None:
+            udp = udp_rate(context, running, settings.duration)
+            running.check_alive()
+            outcome.figures[f"dgram_per_s_{suffix}"] = udp["rate"]
+            if udp["errors"]:
+                outcome.problems.append(f"{suffix}: {udp['errors']} errors")
+
+        def measure() -> None:
+            with target.start(context.workspace) as running:
+                rate(running, "one")
+                with context.loadgen.hold_idle(
+                    context.ports.udp,
+                    running.address,
+                    tunnels=self.associations(settings),
+                    timeout=settings.idle_timeout,
+                    mode="associations",
+                ) as held:
+                    outcome.figures["held"] = held["held"]
+                    if held["failed"]:
+                        outcome.problems.append(f"{held['failed']} associations failed")
+                    rate(running, "held")
+
+        _attempt(outcome, "associations", measure)
+        figures = outcome.figures
+        base, value = figures.get("dgram_per_s_one"), figures.get("dgram_per_s_held")
+        if base and value is not None:
+            figures["dgram_ratio"] = value / base
         return outcome

@@ -416,9 +416,10 @@ ALL: tuple[Scenario, ...] = (Bulk(), ConnectionRate(), Latency(), Idle(), Udp())
 
 def by_name() -> dict[str, Scenario]:
     """Every scenario by name, those of bench/scaling.py after the ones here."""
-    from bench.scaling import HeldTunnels, RuleScale  # it builds on this module
+    from bench.scaling import HeldAssociations, HeldTunnels, RuleScale  # builds on this module
 
-    return {scenario.name: scenario for scenario in (*ALL, RuleScale(), HeldTunnels())}
+    scaling = (RuleScale(), HeldTunnels(), HeldAssociations())
+    return {scenario.name: scenario for scenario in (*ALL, *scaling)}
 
 
 def headline_figure(figures: dict[str, Any], scenario: Scenario, settings: Settings) -> str:
