@@ -32,7 +32,7 @@ from socks5d.server.control import serve_control
 from socks5d.server.listen import Server
 from socks5d.server.notify import Notifier
 from socks5d.server.privileges import drop_privileges, refuse_readable_secrets
-from socks5d.server.runtime import unblock_signals
+from socks5d.server.runtime import settle_heap, unblock_signals
 from socks5d.users import UserDatabase
 
 # The process's own lines (ready, reload, drain, stop) keep the logger name they have always
@@ -92,6 +92,7 @@ class _Control:
             self.server.stats.count_reload(False)
             self.ready(f"reload failed, previous configuration serving: {exc}")
             return
+        settle_heap()  # what the reload replaced is collected; the new configuration frozen
         log.info("configuration reloaded")
         self.server.stats.count_reload(True)
         self.ready(self.listening())
@@ -229,6 +230,7 @@ async def run_server(
                 type(server.relay_engine).__name__.removesuffix("Engine").lower(),
                 os.getpid(),
             )
+            settle_heap()
             control.ready(control.listening())
             server.watch_sessions(control.sessions_changed)
             await control.serve()

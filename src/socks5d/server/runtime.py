@@ -5,6 +5,7 @@ server/supervisor.py runs them), and the signals a server process handles.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -53,3 +54,19 @@ def worker_count(setting: int) -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def settle_heap() -> None:
+    """Put what exists now out of the cyclic garbage collector's way (`gc.freeze`).
+
+    Called once start-up is done, and again after a reload. The collector's full passes walk
+    every tracked object; the modules, configuration and rule indexes made at start-up are
+    hundreds of thousands of them, live for the whole run, and hold no garbage. Frozen, they
+    are still freed by reference counting; they are only not walked. A session leaves no
+    cycle when it ends (tests/server/test_no_cycles.py), so the sessions open at a reload
+    may be frozen with the rest. What a reload replaced is collected first: everything is
+    unfrozen, collected once, frozen again.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
