@@ -37,6 +37,9 @@ MAX_SEND_BACKLOG = 1024 * 1024
 MAX_PEERS = 4096
 #: Name resolutions in flight per association; more datagrams to unresolved names are dropped.
 MAX_PENDING_RESOLUTIONS = 16
+#: The length of the RFC 1928 §7 header, RSV(2) FRAG ATYP DST.ADDR DST.PORT, by ATYP, for the
+#: address literals (X'01' IPv4, X'04' IPv6): the headers the relay may remember.
+_LITERAL_HEADER_SIZE = {0x01: 10, 0x04: 22}
 #: Why a datagram was dropped: the `reason` of `socks5d_udp_dropped_total`.
 DROP_REASONS = (
     "stranger",  # from neither the client nor a host it sent to
@@ -85,6 +88,14 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self.peers: OrderedDict[tuple[IPAddress, int], tuple[Any, ...]] = OrderedDict()
         #: socket addresses datagrams came from, parsed
         self.sources: dict[Any, Address] = {}
+        #: headers of the client's datagrams already checked and relayed (an address literal,
+        #: FRAG X'00', allowed by the rules) -> the destination's key in `peers`: the next
+        #: datagram with the same header goes out unparsed. The rules a session judges by do
+        #: not change while it lasts (a reload applies to new sessions), so neither does the
+        #: answer for an address; names are not remembered here (their addresses expire).
+        self.checked: dict[bytes, tuple[IPAddress, int]] = {}
+        #: the RFC 1928 §7 header wrapped around each peer's answers, by peer
+        self.reply_headers: dict[Address, bytes] = {}
         #: the client's socket address once its port is known
         self.client_address: tuple[str, int | None] | None = None
         self.resolutions: set[asyncio.Task[None]] = set()
@@ -140,6 +151,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 # for encapsulation and de-encapsulation shall be used": each datagram is one
                 # framed token wrapping the whole RFC 1928 datagram, header included.
                 data = self.protection.open_datagram(data)
+            size = _LITERAL_HEADER_SIZE.get(data[3]) if len(data) > 3 else None
+            if size is not None and len(data) >= size:
+                peer = self.checked.get(data[:size])
+                if peer is not None:  # the same header as a datagram checked before
+                    self._send(peer[0], peer[1], data[size:])
+                    return
             datagram = decode_udp(data)
         except ProtocolError as exc:
             self._drop("malformed", f"malformed datagram: {exc}")
@@ -162,8 +179,10 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 self._resolve_then_send(destination, datagram.data)
                 return
             self._send_to_targets(destination, targets, datagram.data)
-        else:
-            self._send(destination.host, destination.port, datagram.data)
+        elif self._send(destination.host, destination.port, datagram.data) and size:
+            if len(self.checked) >= MAX_PEERS:
+                self.checked.clear()
+            self.checked[data[:size]] = (destination.host, destination.port)
 
     def _resolve_then_send(self, destination: Address, data: bytes) -> None:
         if len(self.resolutions) >= MAX_PENDING_RESOLUTIONS:
@@ -195,7 +214,8 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 return
         self._drop("family", "datagram to a name with no address of the relay's family")
 
-    def _send(self, host: IPAddress, port: int, data: bytes) -> None:
+    def _send(self, host: IPAddress, port: int, data: bytes) -> bool:
+        """Send `data` to `host`:`port` (directly, or through the upstream); False if dropped."""
         host = unmapped(host)
         peer = (host, port)
         target = self.peers.get(peer)
@@ -204,18 +224,18 @@ class UdpAssociation(asyncio.DatagramProtocol):
                 self.upstream.send_datagram(data, Address(host, port))
             except (ConnectionError, LocalProtocolError) as exc:
                 self._drop("send_buffer", f"datagram to {host}: upstream: {exc}")
-                return
+                return False
             target = target or (str(host), port)
         elif target is None:
             if self.family == socket.AF_INET6 and host.version == 4:
                 target = (f"::ffff:{host}", port, 0, 0)
             elif self.family == socket.AF_INET and host.version == 6:
                 self._drop("family", f"datagram to {host}: IPv6 destination, IPv4 relay")
-                return
+                return False
             else:
                 target = (str(host), port)
         if self.upstream is None and not self._transmit(data, target):
-            return
+            return False
         self.last_activity = time.monotonic()
         self.peers[peer] = target
         self.peers.move_to_end(peer)
@@ -223,6 +243,7 @@ class UdpAssociation(asyncio.DatagramProtocol):
             self.peers.popitem(last=False)
         self.counts.bytes_up += len(data)
         self.stats.datagram("up")
+        return True
 
     def from_upstream(self, data: bytes, sender: tuple[str, int]) -> None:
         """A datagram the upstream relayed to us from `sender`: for the client when it came
@@ -235,7 +256,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
         self._from_peer(Address(unmapped(host), source.port), data)
 
     def _from_peer(self, source: Address, data: bytes) -> None:
-        wrapped = encode_udp(UdpDatagram(source, data))
+        header = self.reply_headers.get(source)
+        if header is None:
+            if len(self.reply_headers) >= MAX_PEERS:
+                self.reply_headers.clear()
+            header = self.reply_headers[source] = encode_udp(UdpDatagram(source, b""))
+        wrapped = header + data
         if self.protection is not None:
             try:
                 wrapped = self.protection.seal_datagram(wrapped)
