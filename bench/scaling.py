@@ -157,6 +157,7 @@ class HeldTunnels(Scenario):
                 count=settings.latency_count,
                 duration=duration,
                 time_limit=duration + RUN_MARGIN,
+                client_options=running.client_options,
             )
             running.check_alive()
             outcome.figures[f"conn_per_s_{suffix}"] = rate["rate"]
@@ -170,6 +171,7 @@ class HeldTunnels(Scenario):
                     running.address,
                     tunnels=self.tunnels(settings),
                     timeout=settings.idle_timeout,
+                    client_options=running.client_options,
                 ) as held:
                     outcome.figures["held"] = held["held"]
                     rates(running, "held")
@@ -235,6 +237,7 @@ class HeldAssociations(Scenario):
                     running.address,
                     tunnels=self.associations(settings),
                     timeout=settings.idle_timeout,
+                    client_options=running.client_options,
                     mode="associations",
                 ) as held:
                     outcome.figures["held"] = held["held"]

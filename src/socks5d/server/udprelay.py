@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: The largest UDP payload over IPv4 (65535 - 8 - 20), and so the largest datagram relayed.
 MAX_DATAGRAM = 65507
+#: The most a relay socket reads at once: the largest IP packet (65,535 bytes) and one more.
+MAX_RECEIVE = 65536
 #: Datagrams waiting in a socket's send buffer before more are dropped.
 MAX_SEND_BACKLOG = 1024 * 1024
 #: Destinations remembered per association (hosts allowed to answer).
@@ -108,6 +110,12 @@ class UdpAssociation(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio's selector transport receives each datagram into a buffer of
+            # `max_size` (256 KiB), over glibc's mmap threshold: with many associations open
+            # that became an mmap, an mremap and a munmap per datagram (strace). No datagram
+            # is larger than an IP packet. uvloop's transport has no such attribute.
+            transport.max_size = MAX_RECEIVE  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
