@@ -38,7 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,dev,fast,bench,gssapi,metrics]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,dev,fast,bench,gssapi,metrics,httpx,http2,aiohttp,requests,anyio]'
 # Dante with GSSAPI for the RFC 1961 interop tests (tests/rfc1961); built once, then cached.
 SOCKS5D_DANTE_GSSAPI="$(bash scripts/build-dante-gssapi.sh)"
 export SOCKS5D_DANTE_GSSAPI

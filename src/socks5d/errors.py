@@ -126,7 +126,7 @@ REPLY_MEANING: dict[Reply, str] = {
 
 def error_for_reply(reply: Reply) -> Socks5Error:
     """The exception a client raises for a failure REP, carrying the code and its meaning."""
-    return ERROR_FOR_REPLY[reply](f"proxy replied X'{reply:02X}': {REPLY_MEANING[reply]}")
+    return ERROR_FOR_REPLY[reply](f"replied X'{reply:02X}' {REPLY_MEANING[reply]}")
 
 
 #: errno values of a failed outbound connect and the error each maps to.

@@ -187,7 +187,9 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
             winners = [task.result() for task in done if task.exception() is None]
             for task in done:
                 if (failure := task.exception()) is not None:
-                    errors.append(error_for_oserror(failure))
+                    mapped = error_for_oserror(failure)
+                    mapped.__cause__ = failure  # the errno, for whoever reports it
+                    errors.append(mapped)
             if winners:
                 for extra in winners[1:]:
                     extra.close()

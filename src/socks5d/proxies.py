@@ -163,8 +163,20 @@ ProxyLike = Proxy | str
 
 
 def as_proxy(proxy: ProxyLike) -> Proxy:
-    """A `Proxy` from a `Proxy` or a URL."""
-    return proxy if isinstance(proxy, Proxy) else Proxy.from_url(proxy)
+    """A `Proxy` from a `Proxy` or a URL.
+
+    Raises:
+        TypeError: `proxy` is neither (None, say).
+        ValueError: the URL is not one of a proxy.
+    """
+    if isinstance(proxy, Proxy):
+        return proxy
+    if not isinstance(proxy, str):
+        raise TypeError(
+            f"proxy must be a proxy URL such as 'socks5h://127.0.0.1:1080' or a Proxy, "
+            f"not {proxy!r}"
+        )
+    return Proxy.from_url(proxy)
 
 
 def as_chain(proxy: ProxyLike | list[ProxyLike] | tuple[ProxyLike, ...]) -> list[Proxy]:

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from socks5d.client import aio, sync
-from socks5d.proto import Address
+from socks5d.client.route import HostPort
 
 from .conftest import IO_TIMEOUT, read_until_eof, recv_exactly
 
@@ -105,11 +105,11 @@ class FaceBinding:
         self._binding = binding
 
     @property
-    def address(self) -> Address:
+    def address(self) -> HostPort:
         return self._binding.address
 
     @property
-    def peer(self) -> Address | None:
+    def peer(self) -> HostPort | None:
         return self._binding.peer
 
     async def accept(self, timeout: float | None = None) -> Conn:

@@ -74,10 +74,14 @@ def test_udp_sends_each_stdin_line_as_a_datagram_and_prints_the_replies(
 
 
 def test_connect_to_a_refused_destination_exits_1_with_the_reason_on_stderr(socks_server) -> None:
-    done = socks5d("connect", "--proxy", socks_server.url(), "127.0.0.1", str(closed_port()))
+    port = closed_port()
+    done = socks5d("connect", "--proxy", socks_server.url(), "127.0.0.1", str(port))
     assert done.returncode == 1
     assert done.stdout == b""
-    assert done.stderr.decode().strip() == "socks5d: proxy replied X'05': Connection refused"
+    assert done.stderr.decode().strip() == (
+        f"socks5d: proxy 127.0.0.1:{socks_server.port} replied X'05' Connection refused "
+        f"for 127.0.0.1:{port}"
+    )
 
 
 def test_connect_with_a_bad_proxy_url_exits_1_naming_the_scheme() -> None:

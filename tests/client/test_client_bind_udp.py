@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from socks5d.errors import ProxyTimeout, TTLExpired
-from socks5d.proto import Address, AuthMethod, CommandRequest, MethodSelected
+from socks5d.proto import AuthMethod, CommandRequest, MethodSelected
 from vectors import REPLY_SUCCEEDED, REPLY_SUCCEEDED_PEER
 
 from .conftest import (
@@ -40,7 +40,7 @@ async def test_bind_accept_gives_a_connection_to_the_peer_that_connected(
     try:
         conn = await binding.accept(timeout=IO_TIMEOUT)
         peer_host, peer_port = peer_writer.get_extra_info("sockname")[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
+        assert binding.peer == (peer_host, peer_port)
         peer_writer.write(b"from the peer")
         peer_writer.write_eof()
         assert await conn.round_trip(b"to the peer") == b"from the peer"

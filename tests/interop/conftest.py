@@ -40,6 +40,8 @@ import pytest
 
 from socks5d.client import aio, sync
 
+from .tls_origin import tls_origin  # noqa: F401  (a fixture, registered here)
+
 #: The body of GET /small.
 SMALL_BODY = b"socks5d interop origin: the small body\n"
 #: Size of the body of GET /big.

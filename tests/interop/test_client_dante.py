@@ -24,7 +24,6 @@ import pytest
 
 from socks5d.client import aio, sync
 from socks5d.errors import AuthFailed, ConnectionRefused, NotAllowed
-from socks5d.proto import Address
 
 from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, RecordingServer
 from .proxies import Crossing, DanteServer, Socks5dUnderTest, dante_address
@@ -268,7 +267,7 @@ async def test_aio_bind_through_dante_accepts_the_peer_and_relays_both_ways(
         reader, writer = await binding.accept(CLIENT_TIMEOUT)
         try:
             peer_host, peer_port = peer_writer.get_extra_info("sockname")[:2]
-            assert binding.peer == Address.from_host(peer_host, peer_port)
+            assert binding.peer == (peer_host, peer_port)
             peer_writer.write(FROM_PEER)
             writer.write(TO_PEER)
             await asyncio.gather(peer_writer.drain(), writer.drain())
@@ -301,7 +300,7 @@ def test_sync_bind_through_dante_accepts_the_peer_and_relays_both_ways(
     with peer, binding.accept(CLIENT_TIMEOUT) as connection:
         connection.settimeout(CLIENT_TIMEOUT)
         peer_host, peer_port = peer.getsockname()[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
+        assert binding.peer == (peer_host, peer_port)
         peer.sendall(FROM_PEER)
         connection.sendall(TO_PEER)
         assert receive_exactly(connection, len(FROM_PEER)) == FROM_PEER

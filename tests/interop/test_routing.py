@@ -17,7 +17,6 @@ import pytest
 from conftest import RunningServer
 from socks5d.client import aio, sync
 from socks5d.errors import CommandNotSupported, ConnectionRefused, HostUnreachable, NotAllowed
-from socks5d.proto import Address
 
 from .conftest import CLIENT_TIMEOUT, PAYLOAD, Endpoint, curl
 from .proxies import (
@@ -314,7 +313,7 @@ def test_bind_through_dante_passes_both_replies_on(start_server, upstreams, sche
     with peer, binding.accept(CLIENT_TIMEOUT) as connection:
         connection.settimeout(CLIENT_TIMEOUT)
         peer_host, peer_port = peer.getsockname()[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
+        assert binding.peer == (peer_host, peer_port)
         peer.sendall(b"from the peer")
         assert connection.recv(64) == b"from the peer"
         connection.sendall(b"to the peer")

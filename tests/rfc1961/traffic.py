@@ -25,7 +25,6 @@ from interop.conftest import (
 )
 from server.raw_client import recv_exactly
 from socks5d.client import aio, sync
-from socks5d.proto import Address
 
 #: Seconds for one handshake with the proxy (our client's `timeout`).
 CLIENT_TIMEOUT = 10.0
@@ -173,7 +172,7 @@ async def aio_bind(proxy: str, from_peer: bytes, to_peer: bytes) -> Endpoint:
         reader, writer = await binding.accept(CLIENT_TIMEOUT)
         try:
             peer_host, peer_port = peer_writer.get_extra_info("sockname")[:2]
-            assert binding.peer == Address.from_host(peer_host, peer_port)
+            assert binding.peer == (peer_host, peer_port)
             peer_writer.write(from_peer)
             writer.write(to_peer)
             async with asyncio.timeout(TRANSFER_TIMEOUT):
@@ -206,7 +205,7 @@ def sync_bind(proxy: str, from_peer: bytes, to_peer: bytes) -> Endpoint:
     with peer, binding.accept(CLIENT_TIMEOUT) as connection:
         connection.settimeout(TRANSFER_TIMEOUT)
         peer_host, peer_port = peer.getsockname()[:2]
-        assert binding.peer == Address.from_host(peer_host, peer_port)
+        assert binding.peer == (peer_host, peer_port)
         # The peer's side from a thread: both directions are in flight at once.
         sender = threading.Thread(target=peer.sendall, args=(from_peer,), name="peer")
         sender.start()

@@ -127,10 +127,12 @@ def test_bind_and_udp_sessions_leave_no_cycle(
                 echo.sendto(data, source)
                 assert udp.recvfrom(timeout=10)[0] == b"datagram"
             binding = sync.open_bind("0.0.0.0", 0, proxy=server.url())
-            with socket.create_connection(
-                (str(binding.address.host), binding.address.port), timeout=10
+            with (
+                socket.create_connection(
+                    (str(binding.address.host), binding.address.port), timeout=10
+                ),
+                binding.accept(timeout=10),
             ):
-                with binding.accept(timeout=10):
-                    pass
+                pass
     server.wait_records(2 * SESSIONS)
     assert _session_garbage(collector_off()) == {}

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from socks5d.client.handshake import (
     Link,
@@ -25,6 +25,7 @@ from socks5d.client.handshake import (
     negotiate,
     usable_address,
 )
+from socks5d.errors import Socks5Error
 from socks5d.net import Target, numeric_target
 from socks5d.proto import Address, Command, Event
 from socks5d.proxies import Proxy, ProxyLike, as_chain
@@ -43,11 +44,14 @@ class Lookup:
 @dataclass(frozen=True, slots=True)
 class Dial:
     """Yielded once, first: connect to the first proxy, `proxy`, at the first of `targets`
-    that answers; send back None. The socket is the driver's.
+    that answers; send back None. The socket is the driver's. A failure is raised as
+    `unreachable` makes it.
     """
 
     proxy: Proxy
     targets: list[Target]
+    #: how errors name this hop (`hop_label`)
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class NextHop:
     proxy: Proxy
     link: Link
     carrier: Link | None
+    #: how errors name this hop (`hop_label`)
+    label: str
 
 
 #: What a walk yields: a handshake's bytes to write or READ, or a Lookup, Dial or NextHop.
@@ -127,24 +133,72 @@ def destination(proxy: Proxy, host: str, port: int, targets: Sequence[Target] = 
     return Address.from_host(usable[0][1][0], port)
 
 
+def hop_label(proxy: Proxy, number: int, total: int) -> str:
+    """How an error names a hop: `proxy 127.0.0.1:1080`; in a chain of several,
+    `proxy 2 of 3 (127.0.0.1:1081)`. The same words from every face of the client."""
+    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+    return (
+        f"proxy {host}:{proxy.port}"
+        if total == 1
+        else f"proxy {number} of {total} ({host}:{proxy.port})"
+    )
+
+
+def _named(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def in_context(exc: Socks5Error, label: str, host: str, port: int) -> Socks5Error:
+    """`exc`, a hop's failure, with its message naming the hop and what was asked of it:
+    `proxy 2 of 2 (127.0.0.1:1081) replied X'05' Connection refused for example.org:443`."""
+    message = str(exc)
+    if message.startswith("replied "):  # a failure REP (`errors.error_for_reply`)
+        exc.args = (f"{label} {message} for {_named(host, port)}",)
+    else:
+        exc.args = (f"{label}: {message} (request for {_named(host, port)})",)
+    return exc
+
+
+def unreachable(exc: OSError | Socks5Error, label: str) -> OSError:
+    """A failed connect to the first proxy as an `OSError` of the same kind with the same
+    errno, naming the proxy: `[Errno 111] could not connect to proxy 1 of 2 (127.0.0.1:1080):
+    Connection refused`. Not a `Socks5Error`: no proxy replied."""
+    cause = exc.__cause__
+    code = getattr(exc, "errno", None) or getattr(cause, "errno", None)
+    reason = getattr(exc, "strerror", None) or getattr(cause, "strerror", None) or str(exc)
+    kind: type[OSError] = OSError
+    for builtin in (ConnectionRefusedError, TimeoutError, ConnectionError):
+        if isinstance(exc, builtin):
+            kind = builtin
+            break
+    message = f"could not connect to {label}: {reason}"
+    return kind(code, message) if code is not None else kind(message)
+
+
 def walk(chain: list[Proxy], command: Command, host: str, port: int) -> Walk:
     """Connect to the first proxy, CONNECT through each to the next, then `command` to
     `host`:`port` at the last; returns the last reply's BND.ADDR/BND.PORT (the first reply,
-    for BIND). A hop with per-message protection carries the next hops inside it.
+    for BIND). A hop with per-message protection carries the next hops inside it. A hop's
+    failure names the hop and its destination (`in_context`).
     """
     first = chain[0]
+    total = len(chain)
     targets = yield Lookup(first.host, first.port)
-    yield Dial(first, targets)
+    yield Dial(first, targets, hop_label(first, 1, total))
     hops = [(proxy, Command.CONNECT, nxt.host, nxt.port) for proxy, nxt in pairwise(chain)]
     hops.append((chain[-1], command, host, port))
     carrier: Link | None = None
     bound = Address.unspecified()
-    for proxy, hop_command, hop_host, hop_port in hops:
+    for number, (proxy, hop_command, hop_host, hop_port) in enumerate(hops, 1):
         link = Link()
-        yield NextHop(proxy, link, carrier)
+        label = hop_label(proxy, number, total)
+        yield NextHop(proxy, link, carrier, label)
         targets = (yield Lookup(hop_host, hop_port)) if resolved_here(proxy, hop_host) else []
         request = destination(proxy, hop_host, hop_port, targets)
-        bound = yield from negotiate(link, proxy, hop_command, request)
+        try:
+            bound = yield from negotiate(link, proxy, hop_command, request)
+        except Socks5Error as exc:
+            raise in_context(exc, label, hop_host, hop_port) from None
         carrier = link if link.protection is not None else None
     return bound
 
@@ -182,6 +236,8 @@ class Position:
     sock: socket.socket | None = None
     #: None until the first hop begins
     proxy: Proxy | None = None
+    #: how errors name the hop under way (`hop_label`); None until the first is dialled
+    label: str | None = None
 
     @property
     def connected(self) -> socket.socket:
@@ -193,7 +249,14 @@ class Position:
         """Begin `hop`: through a bridge over the previous hop's protection, if it has any."""
         if hop.carrier is not None:
             self.sock = bridge(self.connected, hop.carrier)
-        self.proxy, self.link = hop.proxy, hop.link
+        self.proxy, self.link, self.label = hop.proxy, hop.link, hop.label
+
+    def timed_out(self, timeout: float | None) -> str:
+        """What a deadline that passed on this walk means, naming the hop."""
+        within = "in time" if timeout is None else f"within {timeout:g} s"
+        if self.sock is None:
+            return f"could not connect to {self.label or 'the proxy'} {within}"
+        return f"no reply from {self.label or 'the proxy'} {within}"
 
     def close(self) -> None:
         """Give up: close the socket, if there is one."""
@@ -208,6 +271,22 @@ class Position:
         return usable_address(bound, str(proxy_ip))
 
 
+class HostPort(NamedTuple):
+    """A host and port as Python's socket functions take them (`("192.0.2.1", 1080)`), so
+    `open_connection(*binding.address)` works; `str()` gives `192.0.2.1:1080` (`[::1]:1080`)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, address: Address) -> HostPort:
+        """The host and port of a SOCKS address (BND.ADDR/BND.PORT)."""
+        return cls(str(address.host), address.port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 class BindingBase:
     """A BIND in progress, as both clients keep it: the connection that waits for the
     second reply, and the two addresses (RFC 1928 §6: "The first [reply] is sent after the
@@ -218,9 +297,9 @@ class BindingBase:
     def __init__(self, sock: socket.socket, link: Link, address: Address) -> None:
         self._at = Position(link, sock)
         #: BND.ADDR/BND.PORT of the first reply: tell the peer to connect here
-        self.address = address
-        #: the peer's address, once it has connected
-        self.peer: Address | None = None
+        self.address = HostPort.of(address)
+        #: the peer's address (BND.ADDR/BND.PORT of the second reply), once it has connected
+        self.peer: HostPort | None = None
 
     def _connected(self, bridge: Bridge) -> socket.socket:
         """After the second reply: the socket to the peer, through `bridge` if protected."""

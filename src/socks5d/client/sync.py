@@ -22,6 +22,7 @@ from socks5d.client.handshake import READ, Link, second_reply, wrap_datagram
 from socks5d.client.route import (
     BindingBase,
     Dial,
+    HostPort,
     Lookup,
     NextHop,
     Position,
@@ -30,6 +31,7 @@ from socks5d.client.route import (
     destination,
     resolved_here,
     udp_chain,
+    unreachable,
     walk,
 )
 from socks5d.client.wire import (
@@ -60,9 +62,15 @@ def _read_event(sock: socket.socket, link: Link) -> Event:
     return event
 
 
-def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
+def _drive(
+    steps: Walk,
+    at: Position,
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> Address:
     """Do what `steps` (a walk or a handshake) ask, on `at`'s socket; `timeout` bounds each
-    connect and each blocking call on the socket.
+    connect and each blocking call on the socket; the first proxy is dialled from
+    `source_address` when given.
     """
     stepper = Stepper(steps)
     try:
@@ -70,7 +78,8 @@ def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
             if isinstance(step, Lookup):
                 stepper.answer = lookup_blocking(step.host, step.port)
             elif isinstance(step, Dial):
-                at.sock = _dial(step, timeout)
+                at.label = step.label
+                at.sock = _dial(step, timeout, source_address)
                 if step.proxy.proxy_protocol is not None:
                     at.sock.sendall(proxy_header(at.sock, step.proxy.proxy_protocol))
             elif isinstance(step, NextHop):
@@ -84,17 +93,22 @@ def _drive(steps: Walk, at: Position, timeout: float | None = None) -> Address:
     except Socks5Error:
         raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
     except TimeoutError:
-        raise ProxyTimeout("no answer from the proxy in time") from None
+        raise ProxyTimeout(at.timed_out(timeout)) from None
     return stepper.result
 
 
-def _dial(step: Dial, timeout: float | None) -> socket.socket:
-    """Connect to the proxy's addresses in turn, as `socket.create_connection` does."""
+def _dial(
+    step: Dial, timeout: float | None, source_address: tuple[str, int] | None = None
+) -> socket.socket:
+    """Connect to the proxy's addresses in turn, as `socket.create_connection` does (from
+    `source_address`, when given)."""
     error: OSError = OSError(f"no address for proxy {step.proxy.url}")
     for family, address in step.targets:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
             sock.connect(address)
         except OSError as exc:
             sock.close()
@@ -102,8 +116,8 @@ def _dial(step: Dial, timeout: float | None) -> socket.socket:
             continue
         return sock
     if isinstance(error, TimeoutError):
-        raise ProxyTimeout(f"no connection to proxy {step.proxy.url} within {timeout} s") from None
-    raise error
+        raise ProxyTimeout(f"could not connect to {step.label} within {timeout:g} s") from None
+    raise unreachable(error, step.label) from error
 
 
 def _destination(proxy: Proxy, host: str, port: int) -> Address:
@@ -135,7 +149,12 @@ def _bridge(sock: socket.socket, link: Link) -> socket.socket:
 
 
 def _through_chain(
-    chain: list[Proxy], command: Command, host: str, port: int, timeout: float | None
+    chain: list[Proxy],
+    command: Command,
+    host: str,
+    port: int,
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
 ) -> tuple[socket.socket, Link, Address]:
     """Walk `chain` (`route.walk`) with `timeout` on each connect and socket call. Returns
     the (blocking) socket, the last handshake's link and the reply address. A hop with
@@ -143,7 +162,7 @@ def _through_chain(
     """
     at = Position()
     try:
-        bound = _drive(walk(chain, command, host, port), at, timeout)
+        bound = _drive(walk(chain, command, host, port), at, timeout, source_address)
         at.connected.settimeout(None)
         return at.connected, at.link, at.reply_address(bound)
     except BaseException:
@@ -175,11 +194,22 @@ def connect(
 def create_connection(
     address: tuple[str, int],
     timeout: float | None = DEFAULT_TIMEOUT,
+    source_address: tuple[str, int] | None = None,
     *,
     proxy: ProxyLike | list[ProxyLike],
 ) -> socket.socket:
-    """`socket.create_connection` through `proxy`."""
-    return connect(address[0], address[1], proxy=proxy, timeout=timeout)
+    """`socket.create_connection` through `proxy`: `timeout` bounds reaching the first proxy
+    and each handshake, and stays set on the returned socket, as `socket.create_connection`
+    leaves it; the connection to the first proxy is made from `source_address` when given.
+    """
+    host, port = address[0], address[1]
+    sock, link, _ = _through_chain(
+        as_chain(proxy), Command.CONNECT, host, port, timeout, source_address
+    )
+    if link.protection is not None:
+        sock = _bridge(sock, link)
+    sock.settimeout(timeout)
+    return sock
 
 
 class Binding(BindingBase):
@@ -192,7 +222,7 @@ class Binding(BindingBase):
         sock = self._at.connected
         sock.settimeout(timeout)
         try:
-            self.peer = _drive(second_reply(), self._at)
+            self.peer = HostPort.of(_drive(second_reply(), self._at))
         except BaseException:
             self.close()
             raise

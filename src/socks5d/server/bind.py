@@ -251,14 +251,14 @@ async def _relay_routed(session: SessionContext, binding: aio.Binding) -> None:
     """The upstream listens: its first reply to the client, then its second (the peer, which
     the `[[socks]]` rules judge as a local BIND's), then the relay."""
     try:
-        await session.reply(Reply.SUCCEEDED, binding.address)
+        await session.reply(Reply.SUCCEEDED, Address.from_host(*binding.address))
         incoming = await _until_peer(session, binding.accept_socket(), socket.socket.close)
     except BaseException:
         binding.close()
         raise
     try:
-        peer = binding.peer
-        assert peer is not None
+        assert binding.peer is not None
+        peer = Address.from_host(*binding.peer)
         session.authorize(Command.BIND, peer)
         await session.reply(Reply.SUCCEEDED, peer)
         log.info(
