@@ -8,7 +8,8 @@ cost per connection before any feature is paid for:
   `data_received`, the destination opened with `loop.create_connection`, the tunnel relayed
   transport to transport with pause/resume reading as backpressure.
 - `coroutine`: one task per connection awaiting `sock_recv`/`sock_sendall`/`sock_connect`, the
-  shape of socks5d's session.
+  shape of socks5d's session. It also accepts RFC 1929 username/password (any name and
+  password, no check): the floor of what a login costs, one round trip more.
 
     python3 -m bench.ceiling protocol 127.0.0.1:PORT [--loop uvloop|asyncio]
 """
@@ -22,6 +23,9 @@ import struct
 from typing import Any
 
 _METHOD_NONE = b"\x05\x00"
+_USERPASS = 0x02
+_METHOD_USERPASS = b"\x05\x02"
+_LOGIN_OK = b"\x01\x00"
 _REPLY_OK = b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
 
 
@@ -114,7 +118,12 @@ async def _coroutine_session(client: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     try:
         greeting = await loop.sock_recv(client, 4096)
-        await loop.sock_sendall(client, _METHOD_NONE)
+        if _USERPASS in greeting[2:]:  # RFC 1929: any name and password are accepted here
+            await loop.sock_sendall(client, _METHOD_USERPASS)
+            await loop.sock_recv(client, 4096)
+            await loop.sock_sendall(client, _LOGIN_OK)
+        else:
+            await loop.sock_sendall(client, _METHOD_NONE)
         request = await loop.sock_recv(client, 4096)
         host = socket.inet_ntoa(request[4:8])
         (port,) = struct.unpack("!H", request[8:10])
