@@ -116,7 +116,7 @@ def lookup_blocking(host: str, port: int) -> list[Target]:
 
 
 #: connect() results that mean "under way": wait until the socket is writable.
-_IN_PROGRESS = {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
+IN_PROGRESS = {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
 
 
 async def connect_numeric(sock: socket.socket, address: SocketAddress) -> None:
@@ -130,7 +130,7 @@ async def connect_numeric(sock: socket.socket, address: SocketAddress) -> None:
         OSError: with the errno connect() reported.
     """
     error = sock.connect_ex(address)
-    if error in _IN_PROGRESS:
+    if error in IN_PROGRESS:
         loop = asyncio.get_running_loop()
         writable = loop.create_future()
 
@@ -202,7 +202,13 @@ async def connect_first(targets: Iterable[Target], delay: float = ATTEMPT_DELAY)
                 result.close()
     if not errors:
         raise HostUnreachable("no address to connect to")
-    raise min(errors, key=lambda error: _ERROR_RANK.get(type(error), len(_ERROR_RANK)))
+    raise most_telling(errors)
+
+
+def most_telling(errors: Sequence[Socks5Error]) -> Socks5Error:
+    """Of the failed attempts to reach one destination, the error that says most (refused
+    over unreachable over timed out: `_ERROR_RANK`)."""
+    return min(errors, key=lambda error: _ERROR_RANK.get(type(error), len(_ERROR_RANK)))
 
 
 def discard_unread(sock: socket.socket) -> None:

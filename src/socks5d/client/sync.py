@@ -83,7 +83,7 @@ def _drive(
                 if step.proxy.proxy_protocol is not None:
                     at.sock.sendall(proxy_header(at.sock, step.proxy.proxy_protocol))
             elif isinstance(step, NextHop):
-                at.enter(step, _bridge)
+                at.enter(step, thread_bridge)
                 at.connected.settimeout(timeout)
             elif step is READ:
                 stepper.answer = _read_event(at.connected, at.link)
@@ -126,7 +126,7 @@ def _destination(proxy: Proxy, host: str, port: int) -> Address:
     return destination(proxy, host, port, targets)
 
 
-def _bridge(sock: socket.socket, link: Link) -> socket.socket:
+def thread_bridge(sock: socket.socket, link: Link) -> socket.socket:
     """A local (blocking) socket standing for the protected connection `sock`: a thread runs
     the relay's protected engine between the two until both sides are done (RFC 1961 §5).
     """
@@ -158,7 +158,7 @@ def _through_chain(
 ) -> tuple[socket.socket, Link, Address]:
     """Walk `chain` (`route.walk`) with `timeout` on each connect and socket call. Returns
     the (blocking) socket, the last handshake's link and the reply address. A hop with
-    per-message protection carries the next hops inside it (`_bridge`).
+    per-message protection carries the next hops inside it (`thread_bridge`).
     """
     at = Position()
     try:
@@ -188,7 +188,7 @@ def connect(
         OSError: the first proxy cannot be reached.
     """
     sock, link, _ = _through_chain(as_chain(proxy), Command.CONNECT, host, port, timeout)
-    return sock if link.protection is None else _bridge(sock, link)
+    return sock if link.protection is None else thread_bridge(sock, link)
 
 
 def create_connection(
@@ -207,7 +207,7 @@ def create_connection(
         as_chain(proxy), Command.CONNECT, host, port, timeout, source_address
     )
     if link.protection is not None:
-        sock = _bridge(sock, link)
+        sock = thread_bridge(sock, link)
     sock.settimeout(timeout)
     return sock
 
@@ -227,7 +227,7 @@ class Binding(BindingBase):
             self.close()
             raise
         sock.settimeout(None)
-        return self._connected(_bridge)
+        return self._connected(thread_bridge)
 
 
 def open_bind(
