@@ -8,11 +8,11 @@ HTTP CONNECT).
     httpx.AsyncClient(transport=AsyncSocksTransport(proxy=[hop1, hop2], http2=True))
 
 Pooling, TLS, HTTP/1.1 and HTTP/2 are httpcore's, as in httpx's own transports: its
-`ConnectionPool` runs over a network backend (`SocksBackend`, `AsyncSocksBackend`, httpx_backend.py) whose
-`connect_tcp` opens a tunnel with `socks5d.client.sync.connect` / `aio.connect` instead of
-a TCP connection. The async transport runs under asyncio and trio (`socks5d.client.anyio`
-opens its tunnels there). Imported by name only (`import socks5d.client.httpx`):
-`socks5d.client` never imports httpx.
+`ConnectionPool` runs over a network backend (`SocksBackend`, `AsyncSocksBackend`: in
+httpx_backend.py) whose `connect_tcp` opens a tunnel with `socks5d.client.sync.connect` /
+`aio.connect` instead of a TCP connection. The async transport runs under asyncio and
+trio (`socks5d.client.anyio` opens its tunnels there). Imported by name only
+(`import socks5d.client.httpx`): `socks5d.client` never imports httpx.
 """
 
 from __future__ import annotations
