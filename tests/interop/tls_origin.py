@@ -7,7 +7,8 @@ tunnel, against the test CA only.
         context = tls_origin.client_context()            # trusts the test CA, nothing else
         tls_origin.ca_file                               # the CA as a PEM file (requests)
         assert response.body == HELLO_BODY
-        proxy.connected(tls_origin.endpoint)             # the proxy's proof of passage
+        proxy.connected(tls_origin.endpoint)             # Dante's proof of passage (by
+                                                         # address; socks5d records localhost)
         tls_origin.connections()                         # TCP connections the origin accepted
 
 The server speaks HTTP/1.1 with keep-alive, so a pooled client sends two requests over one
