@@ -64,6 +64,19 @@ def test_malformed_responses_are_refused(data: bytes) -> None:
         assert_rejects_three_ways(ParserReader, data, ProtocolError)
 
 
+@pytest.mark.parametrize("data", [b"\r", b"\r\n", b"HTTP\r\n", b"\r\nHTTP/1.1 200 OK\r\n"])
+def test_a_first_line_that_cannot_be_a_status_line_is_refused_before_the_head_ends(
+    data: bytes,
+) -> None:
+    """Whole or byte by byte, the same answer (found by the hypothesis test below)."""
+    for size in (len(data), 1):
+        parser = HttpConnectParser()
+        with pytest.raises(ProtocolError, match="not an HTTP response"):
+            for start in range(0, len(data), size):
+                parser.receive_data(data[start : start + size])
+                assert parser.next_event() is NEED_DATA
+
+
 def test_an_endless_head_is_refused() -> None:
     parser = HttpConnectParser()
     parser.receive_data(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * (MAX_HEAD // 6))

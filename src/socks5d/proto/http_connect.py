@@ -66,8 +66,13 @@ def decode_response(cursor: Cursor) -> HttpResponse:
     head = cursor.peek(MAX_HEAD + 4)
     end = head.find(b"\r\n\r\n")
     if end < 0:
-        first = head.split(b"\r\n", 1)[0]
-        if not b"HTTP/1.1 ".startswith(first[:9]) and not b"HTTP/1.0 ".startswith(first[:9]):
+        # Refused as soon as the bytes cannot begin a status line, and the same way whatever
+        # the chunks: a first line already ended (CRLF) must hold the whole "HTTP/1.x ".
+        line_end = head.find(b"\r\n")
+        first = head if line_end < 0 else head[:line_end]
+        prefix = first[:9]
+        possible = b"HTTP/1.1 ".startswith(prefix) or b"HTTP/1.0 ".startswith(prefix)
+        if not possible or (line_end >= 0 and len(first) < 9):
             raise ProtocolError(f"not an HTTP response: {first[:40]!r}")
         if len(head) > MAX_HEAD:
             raise ProtocolError(f"HTTP response head over {MAX_HEAD} bytes")
