@@ -22,7 +22,7 @@ from socks5d.client.route import (
     walk,
 )
 from socks5d.client.wire import proxy_header, read_once
-from socks5d.errors import ProxyTimeout, Socks5Error
+from socks5d.errors import Socks5Error
 from socks5d.net import connect_first, lookup
 from socks5d.proto import Address, Command, Event
 from socks5d.proxies import Proxy
@@ -101,16 +101,7 @@ async def through_chain(
     address. A hop with per-message protection carries the next hops inside it (`bridges.bridge`).
     """
     at = Position()
-    try:
+    with at.given_up_on_failure(timeout):
         async with asyncio.timeout(timeout) as deadline:
             bound = await drive(walk(chain, command, host, port), at, deadline, timeout)
-    except Socks5Error:
-        at.close()
-        raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
-    except TimeoutError:
-        at.close()
-        raise ProxyTimeout(at.timed_out(timeout)) from None
-    except BaseException:
-        at.close()
-        raise
     return at.connected, at.link, at.reply_address(bound)

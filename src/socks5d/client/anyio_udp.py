@@ -27,7 +27,7 @@ from socks5d.client.sync import MAX_DATAGRAM
 from socks5d.client.wire import (
     DEFAULT_TIMEOUT,
     PEEK_SIZE,
-    datagram_source,
+    SocketUdpEndpoint,
     received,
     sockaddr,
 )
@@ -37,7 +37,7 @@ from socks5d.proto import Address, Command, UdpDatagram
 from socks5d.proxies import Proxy, ProxyLike
 
 
-class UdpEndpoint:
+class UdpEndpoint(SocketUdpEndpoint):
     """A UDP ASSOCIATE over a non-blocking UDP socket: `await sendto`/`await recvfrom`
     through the proxy's relay (one task receiving at a time); the TCP control connections
     stay open for the association's life and close with it.
@@ -50,26 +50,8 @@ class UdpEndpoint:
         relays: list[Address],
         protection: Protection | None = None,
     ) -> None:
-        #: the last proxy: the one that sends the datagrams to their destinations
-        self.proxy = proxy
-        #: GSS-API per-message protection of the datagrams, when agreed
-        self.protection = protection
-        self._controls = controls
-        #: BND.ADDR/BND.PORT: the relay datagrams go to (the first proxy's, through a chain)
-        self.relay = relays[0]
-        #: through a chain: the later hops' relays, in order
-        self.inner = tuple(relays[1:])
-        family, local_ip = datagram_source(controls[0], self.relay)
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            self._sock.setblocking(False)
-            self._sock.bind((local_ip, 0))
-        except BaseException:
-            self._sock.close()
-            raise
+        super().__init__(proxy, controls, relays, protection, blocking=False)
         self._ended = False
-        #: datagrams dropped on the way in (not from the relay, malformed, fragments)
-        self.dropped = 0
 
     def _check_open(self) -> None:
         """RFC 1928 §6: "A UDP association terminates when the TCP connection that the UDP

@@ -30,7 +30,7 @@ from socks5d.client.wire import (
     proxy_header,
     read_once,
 )
-from socks5d.errors import HostUnreachable, ProxyTimeout, Socks5Error, error_for_oserror
+from socks5d.errors import HostUnreachable, Socks5Error, error_for_oserror
 from socks5d.net import (
     ATTEMPT_DELAY,
     IN_PROGRESS,
@@ -189,18 +189,9 @@ async def through_chain(
     (first) reply's address.
     """
     at = Position()
-    try:
+    with at.given_up_on_failure(timeout):
         with anyio.fail_after(timeout) as deadline:
             bound = await drive(walk(chain, command, host, port), at, deadline, timeout)
-    except Socks5Error:
-        at.close()
-        raise  # TTLExpired is a TimeoutError too, but it is the proxy's answer
-    except TimeoutError:
-        at.close()
-        raise ProxyTimeout(at.timed_out(timeout)) from None
-    except BaseException:
-        at.close()
-        raise
     return at.connected, at.link, at.reply_address(bound)
 
 

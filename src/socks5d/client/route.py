@@ -13,7 +13,8 @@ here), so that both clients send the same request for the same destination.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from socks5d.client.handshake import (
     negotiate,
     usable_address,
 )
-from socks5d.errors import Socks5Error
+from socks5d.errors import ProxyTimeout, Socks5Error
 from socks5d.net import Target, numeric_target
 from socks5d.proto import Address, Command, Event
 from socks5d.proxies import Proxy, ProxyLike, as_chain
@@ -262,6 +263,23 @@ class Position:
         """Give up: close the socket, if there is one."""
         if self.sock is not None:
             self.sock.close()
+
+    @contextmanager
+    def given_up_on_failure(self, timeout: float | None) -> Iterator[None]:
+        """Close the socket when the walk fails; a deadline that passed (the driver's own
+        timeout) becomes `ProxyTimeout` naming the hop. A proxy's TTL-expired reply is a
+        TimeoutError too, but the proxy's answer, and goes out as it is."""
+        try:
+            yield
+        except Socks5Error:
+            self.close()
+            raise
+        except TimeoutError:
+            self.close()
+            raise ProxyTimeout(self.timed_out(timeout)) from None
+        except BaseException:
+            self.close()
+            raise
 
     def reply_address(self, bound: Address) -> Address:
         """The last reply's BND.ADDR as an address to use: a wildcard is the proxy's own."""

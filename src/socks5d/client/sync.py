@@ -37,7 +37,7 @@ from socks5d.client.route import (
 from socks5d.client.wire import (
     DEFAULT_TIMEOUT,
     PEEK_SIZE,
-    datagram_source,
+    SocketUdpEndpoint,
     proxy_header,
     read_once,
     received,
@@ -242,7 +242,7 @@ def open_bind(
     return Binding(sock, link, bound)
 
 
-class UdpEndpoint:
+class UdpEndpoint(SocketUdpEndpoint):
     """A UDP ASSOCIATE over a blocking UDP socket: `sendto`/`recvfrom` through the proxy's
     relay; the TCP control connection stays open for the association's life and closes with
     it.
@@ -255,24 +255,7 @@ class UdpEndpoint:
         relays: list[Address],
         protection: Protection | None = None,
     ) -> None:
-        #: the last proxy: the one that sends the datagrams to their destinations
-        self.proxy = proxy
-        #: GSS-API per-message protection of the datagrams, when agreed
-        self.protection = protection
-        self._controls = controls
-        #: BND.ADDR/BND.PORT: the relay datagrams go to (the first proxy's, through a chain)
-        self.relay = relays[0]
-        #: through a chain: the later hops' relays, in order
-        self.inner = tuple(relays[1:])
-        family, local_ip = datagram_source(controls[0], self.relay)
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            self._sock.bind((local_ip, 0))
-        except BaseException:
-            self._sock.close()
-            raise
-        #: datagrams dropped on the way in (not from the relay, malformed, fragments)
-        self.dropped = 0
+        super().__init__(proxy, controls, relays, protection, blocking=True)
 
     def sendto(self, data: bytes, address: tuple[str, int]) -> None:
         """Send `data` to `address` (host, port) through the relay."""

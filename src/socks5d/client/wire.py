@@ -14,6 +14,7 @@ from socks5d.gss import Protection
 from socks5d.net import address_of
 from socks5d.proto import Address, AddressType, Event
 from socks5d.proto.proxy_protocol import encode_v1, encode_v2
+from socks5d.proxies import Proxy
 
 #: Seconds allowed for connecting to the first proxy, and for each handshake.
 DEFAULT_TIMEOUT = 30.0
@@ -78,3 +79,37 @@ def received(
     if datagram is None:
         return None
     return datagram.data, sockaddr(datagram.destination)
+
+
+class SocketUdpEndpoint:
+    """What the blocking and the anyio UDP endpoints share: the association's proxies and
+    relays, and a UDP socket of its own, bound to the address its TCP connection uses."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        controls: list[socket.socket],
+        relays: list[Address],
+        protection: Protection | None = None,
+        *,
+        blocking: bool,
+    ) -> None:
+        #: the last proxy: the one that sends the datagrams to their destinations
+        self.proxy = proxy
+        #: GSS-API per-message protection of the datagrams, when agreed
+        self.protection = protection
+        self._controls = controls
+        #: BND.ADDR/BND.PORT: the relay datagrams go to (the first proxy's, through a chain)
+        self.relay = relays[0]
+        #: through a chain: the later hops' relays, in order
+        self.inner = tuple(relays[1:])
+        family, local_ip = datagram_source(controls[0], self.relay)
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.setblocking(blocking)
+            self._sock.bind((local_ip, 0))
+        except BaseException:
+            self._sock.close()
+            raise
+        #: datagrams dropped on the way in (not from the relay, malformed, fragments)
+        self.dropped = 0
