@@ -134,19 +134,15 @@ def destination(proxy: Proxy, host: str, port: int, targets: Sequence[Target] = 
     return Address.from_host(usable[0][1][0], port)
 
 
+def _named(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def hop_label(proxy: Proxy, number: int, total: int) -> str:
     """How an error names a hop: `proxy 127.0.0.1:1080`; in a chain of several,
     `proxy 2 of 3 (127.0.0.1:1081)`. The same words from every face of the client."""
-    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-    return (
-        f"proxy {host}:{proxy.port}"
-        if total == 1
-        else f"proxy {number} of {total} ({host}:{proxy.port})"
-    )
-
-
-def _named(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = _named(proxy.host, proxy.port)
+    return f"proxy {where}" if total == 1 else f"proxy {number} of {total} ({where})"
 
 
 def in_context(exc: Socks5Error, label: str, host: str, port: int) -> Socks5Error:
@@ -302,7 +298,7 @@ class HostPort(NamedTuple):
         return cls(str(address.host), address.port)
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return _named(self.host, self.port)
 
 
 class BindingBase:
